@@ -1,0 +1,250 @@
+//! NATS and JetStream: a connection that reconnects by itself, idempotent stream and durable
+//! consumer setup, and publishing that waits for JetStream's acknowledgement.
+
+use std::{sync::RwLock, time::Duration};
+
+use async_nats::{
+    connection::State,
+    jetstream::{
+        self,
+        consumer::{AckPolicy, pull},
+        message::PublishMessage,
+        stream,
+    },
+};
+use bytes::Bytes;
+use leadflow_events::{Envelope, Namespace, Stream};
+use serde::Serialize;
+
+use crate::config::{NatsConfig, redact_nats_url};
+
+/// A durable pull consumer a service reads from. Names and filters are logical: the namespace is
+/// added when it is created.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerSpec {
+    /// Durable name, e.g. `scorer_engagement`.
+    pub name: &'static str,
+    pub stream: Stream,
+    /// One subject filter (nats-server 2.9 allows one per consumer), e.g. `engagement.>`.
+    pub filter: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerStats {
+    pub name: String,
+    pub pending: u64,
+    pub ack_pending: u64,
+    pub redelivered: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatsState {
+    Connected,
+    Connecting,
+    Disconnected,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("JetStream did not accept the publish: {0}")]
+    Send(#[from] async_nats::jetstream::context::PublishError),
+}
+
+pub struct Bus {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    namespace: Namespace,
+    config: NatsConfig,
+    /// Set once streams and consumers exist; until then health says so.
+    setup_error: RwLock<Option<String>>,
+}
+
+impl Bus {
+    /// Returns at once even when NATS is down: the client connects, and reconnects, in the background.
+    pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<Self, async_nats::ConnectError> {
+        let redacted = redact_nats_url(&config.nats_url);
+        let client = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(3))
+            // Cap the reconnect back-off so a returning server is noticed within seconds.
+            .reconnect_delay_callback(|attempt| {
+                let millis = 100u64.saturating_mul(1 << attempt.min(5)).min(3_000);
+                Duration::from_millis(millis)
+            })
+            .event_callback(move |event| {
+                let url = redacted.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => tracing::info!(%url, "NATS connected"),
+                        async_nats::Event::Disconnected => tracing::warn!(%url, "NATS disconnected"),
+                        other => tracing::debug!(%url, event = %other, "NATS event"),
+                    }
+                }
+            })
+            .connect(config.nats_url.as_str())
+            .await?;
+        let mut jetstream = jetstream::new(client.clone());
+        jetstream.set_timeout(config.nats_ack_timeout);
+        Ok(Self {
+            client,
+            jetstream,
+            namespace: config.leadflow_namespace.clone(),
+            config: config.clone(),
+            setup_error: RwLock::new(Some("streams not set up yet".into())),
+        })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    pub fn state(&self) -> NatsState {
+        match self.client.connection_state() {
+            State::Connected => NatsState::Connected,
+            State::Pending => NatsState::Connecting,
+            State::Disconnected => NatsState::Disconnected,
+        }
+    }
+
+    pub fn url_redacted(&self) -> String {
+        redact_nats_url(&self.config.nats_url)
+    }
+
+    pub fn setup_error(&self) -> Option<String> {
+        self.setup_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Creates or updates every stream and the given durable consumers. Idempotent: every service
+    /// calls it at start, in any order.
+    #[tracing::instrument(name = "nats.setup", skip_all, fields(namespace = %self.namespace))]
+    pub async fn ensure_topology(&self, consumers: &[ConsumerSpec]) -> Result<(), async_nats::Error> {
+        let result = self.try_ensure_topology(consumers).await;
+        *self.setup_error.write().unwrap_or_else(|e| e.into_inner()) =
+            result.as_ref().err().map(|e| e.to_string());
+        result
+    }
+
+    async fn try_ensure_topology(&self, consumers: &[ConsumerSpec]) -> Result<(), async_nats::Error> {
+        for s in Stream::ALL {
+            self.jetstream
+                .create_or_update_stream(self.stream_config(s))
+                .await?;
+        }
+        for spec in consumers {
+            self.consumer(spec).await?;
+        }
+        Ok(())
+    }
+
+    fn stream_config(&self, s: Stream) -> stream::Config {
+        let max_age = match s {
+            Stream::Engagement | Stream::Domain => Duration::from_secs(7 * 24 * 3600),
+            Stream::DeadLetter => Duration::from_secs(30 * 24 * 3600),
+        };
+        stream::Config {
+            name: self.namespace.stream_name(s),
+            subjects: self.namespace.stream_subjects(s),
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            duplicate_window: self.config.nats_duplicate_window,
+            max_age,
+            ..Default::default()
+        }
+    }
+
+    /// The durable pull consumer for `spec`, created if missing.
+    pub async fn consumer(&self, spec: &ConsumerSpec) -> Result<jetstream::consumer::PullConsumer, async_nats::Error> {
+        let durable = self.namespace.name(spec.name);
+        let stream = self
+            .jetstream
+            .get_stream(self.namespace.stream_name(spec.stream))
+            .await?;
+        let consumer = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    filter_subject: self.namespace.subject(spec.filter),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: self.config.nats_ack_wait,
+                    max_deliver: self.config.nats_max_deliver,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(consumer)
+    }
+
+    /// Lag and redelivery counts of the given consumers, for health and metrics.
+    pub async fn consumer_stats(&self, consumers: &[ConsumerSpec]) -> Result<Vec<ConsumerStats>, async_nats::Error> {
+        let mut stats = Vec::with_capacity(consumers.len());
+        for spec in consumers {
+            let durable = self.namespace.name(spec.name);
+            let stream = self
+                .jetstream
+                .get_stream_no_info(self.namespace.stream_name(spec.stream))
+                .await?;
+            let info = stream.consumer_info(&durable).await?;
+            stats.push(ConsumerStats {
+                name: durable,
+                pending: info.num_pending,
+                ack_pending: info.num_ack_pending as u64,
+                redelivered: info.num_redelivered as u64,
+            });
+        }
+        Ok(stats)
+    }
+
+    /// Publishes an event to `subject` (logical; the namespace is added) and waits for JetStream's
+    /// acknowledgement: only then is the event safely stored. The envelope id is the
+    /// `Nats-Msg-Id`, so a retried publish inside the duplicate window is stored once.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<jetstream::publish::PublishAck, PublishError> {
+        let ack = self
+            .send(&envelope.kind, envelope.id.to_string(), Bytes::from(envelope.to_json()))
+            .await?;
+        Ok(ack.await?)
+    }
+
+    /// Sends without waiting for the acknowledgement, so a batch can be sent and then awaited.
+    pub async fn send(
+        &self,
+        logical_subject: &str,
+        message_id: String,
+        payload: Bytes,
+    ) -> Result<jetstream::context::PublishAckFuture, async_nats::jetstream::context::PublishError> {
+        self.jetstream
+            .send_publish(
+                self.namespace.subject(logical_subject),
+                PublishMessage::build().payload(payload).message_id(message_id),
+            )
+            .await
+    }
+
+    /// Sends what is buffered and closes the connection.
+    pub async fn close(&self) {
+        if let Err(e) = self.client.drain().await {
+            tracing::debug!(error = %e, "draining NATS connection");
+        }
+    }
+}
+
+/// Which stream a logical subject lands in, for metric labels.
+pub fn stream_of(logical_subject: &str) -> &'static str {
+    let first = logical_subject.split('.').next().unwrap_or_default();
+    match first {
+        "engagement" => Stream::Engagement.base_name(),
+        "deadletter" => Stream::DeadLetter.base_name(),
+        _ => Stream::Domain.base_name(),
+    }
+}

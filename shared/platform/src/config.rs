@@ -1,0 +1,324 @@
+//! Configuration shared by every service, read from the environment (clap maps each field to its
+//! variable). Defaults work on a developer machine with local PostgreSQL and NATS; a wrong value
+//! stops start-up with clap's message, which names the variable and what it expected.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use leadflow_events::Namespace;
+use url::Url;
+
+/// Everything the platform needs; each service flattens this into its own command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlatformConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub breaker: BreakerConfig,
+    #[command(flatten)]
+    pub nats: NatsConfig,
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+    /// How often health is re-checked in the background (database probe, consumer lag).
+    #[arg(long, env = "HEALTH_PROBE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub health_probe_interval: Duration,
+    /// How long shutdown waits for in-flight requests and messages before giving up.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL; always name the user. The password is redacted wherever it is shown.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/leadflow",
+        hide_env_values = true,
+        value_parser = DatabaseUrlParser
+    )]
+    pub database_url: DatabaseUrl,
+    /// Most connections the pool opens.
+    #[arg(long, env = "DB_POOL_MAX", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool_max: u32,
+    /// Connections kept open even when idle.
+    #[arg(long, env = "DB_POOL_MIN", default_value_t = 0)]
+    pub db_pool_min: u32,
+    /// How long a query waits for a free connection before failing.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub db_acquire_timeout: Duration,
+    /// Server-side limit for one statement (PostgreSQL `statement_timeout`).
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub db_statement_timeout: Duration,
+}
+
+/// The circuit breaker in front of the database: after `BREAKER_FAILURE_THRESHOLD` consecutive
+/// connection failures it opens and rejects at once for `BREAKER_COOLDOWN`, then lets one trial through.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BreakerConfig {
+    #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_failure_threshold: u32,
+    #[arg(long, env = "BREAKER_COOLDOWN", default_value = "10s", value_parser = parse_duration)]
+    pub breaker_cooldown: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsConfig {
+    /// NATS server URL(s), comma-separated for a cluster.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
+    pub nats_url: String,
+    /// Prefix for stream, consumer and subject names, so deployments can share a NATS server.
+    #[arg(long, env = "LEADFLOW_NAMESPACE", default_value = "", value_parser = parse_namespace)]
+    pub leadflow_namespace: Namespace,
+    /// JetStream de-duplication window for `Nats-Msg-Id`.
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW", default_value = "2m", value_parser = parse_duration)]
+    pub nats_duplicate_window: Duration,
+    /// How long a publish waits for JetStream's acknowledgement.
+    #[arg(long, env = "NATS_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub nats_ack_timeout: Duration,
+    /// Deliveries of one message before it is dead-lettered.
+    #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = 5,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub nats_max_deliver: i64,
+    /// How long a consumer has to acknowledge a message before it is redelivered.
+    #[arg(long, env = "NATS_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub nats_ack_wait: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryConfig {
+    /// `text` (human-readable) or `json` (one object per line, for log shippers).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`; traces are exported only when set.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Accepts `250ms`, `5s`, `2m`, `1h`: the units people write in environment files.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim())
+        .map_err(|e| format!("expected a duration such as 500ms, 5s or 2m ({e})"))
+}
+
+fn parse_namespace(raw: &str) -> Result<Namespace, String> {
+    Namespace::parse(raw.trim()).map_err(|e| e.to_string())
+}
+
+/// clap's own error would echo the rejected value, and this value may carry a password.
+#[derive(Clone)]
+struct DatabaseUrlParser;
+
+impl clap::builder::TypedValueParser for DatabaseUrlParser {
+    type Value = DatabaseUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<DatabaseUrl, clap::Error> {
+        let invalid = |detail: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for DATABASE_URL: {detail}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        value
+            .to_str()
+            .ok_or_else(|| invalid("it is not valid UTF-8".into()))?
+            .parse()
+            .map_err(invalid)
+    }
+}
+
+/// A PostgreSQL URL whose password never reaches logs, errors or health output: `Debug` and
+/// `Display` redact it, and only [`DatabaseUrl::expose`] hands out the real string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(Url);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The URL with its password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let mut url = self.0.clone();
+        if url.password().is_some() {
+            // set_password only fails for URLs that cannot have credentials, and ours can.
+            let _ = url.set_password(Some("***"));
+        }
+        url.to_string()
+    }
+
+    pub fn password(&self) -> Option<String> {
+        self.0.password().map(|p| {
+            percent_decode(p)
+        })
+    }
+
+    pub fn database_name(&self) -> &str {
+        self.0.path().trim_start_matches('/')
+    }
+
+    pub fn host(&self) -> &str {
+        self.0.host_str().unwrap_or("")
+    }
+
+    /// The same server and credentials, another database (to create ours, or a test's).
+    pub fn with_database(&self, name: &str) -> Self {
+        let mut url = self.0.clone();
+        url.set_path(&format!("/{name}"));
+        Self(url)
+    }
+
+    /// Removes the password from a message that might quote the URL or the password itself.
+    pub fn scrub(&self, message: &str) -> String {
+        let mut out = message.replace(self.0.as_str(), &self.redacted());
+        for secret in [self.0.password().map(str::to_owned), self.password()]
+            .into_iter()
+            .flatten()
+        {
+            if !secret.is_empty() {
+                out = out.replace(&secret, "***");
+            }
+        }
+        out
+    }
+}
+
+fn percent_decode(raw: &str) -> String {
+    url::form_urlencoded::parse(format!("p={raw}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| raw.to_owned())
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        // The message must not echo the value: it may carry a password.
+        let url = Url::parse(raw.trim()).map_err(|e| {
+            format!("expected postgres://user[:password]@host[:port]/database ({e})")
+        })?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "expected a postgres:// URL, got scheme {:?}",
+                url.scheme()
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("expected a host, as in postgres://postgres@127.0.0.1:5432/leadflow".into());
+        }
+        if url.username().is_empty() {
+            return Err("expected a user, as in postgres://postgres@127.0.0.1:5432/leadflow".into());
+        }
+        let name = url.path().trim_start_matches('/');
+        if name.is_empty() || name.contains('/') {
+            return Err("expected a database name, as in postgres://postgres@127.0.0.1:5432/leadflow".into());
+        }
+        Ok(Self(url))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Removes any `user:password@` from a NATS URL list before it is shown.
+pub fn redact_nats_url(raw: &str) -> String {
+    raw.split(',')
+        .map(|part| match Url::parse(part.trim()) {
+            Ok(mut url) if url.password().is_some() || !url.username().is_empty() => {
+                let _ = url.set_password(None);
+                let _ = url.set_username("");
+                url.to_string()
+            }
+            Ok(url) => url.to_string(),
+            Err(_) => "<unparseable>".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        platform: PlatformConfig,
+    }
+
+    #[test]
+    fn defaults_work_on_a_developer_machine() {
+        let cli = Cli::try_parse_from(["test"]).expect("defaults parse");
+        let cfg = cli.platform;
+        assert_eq!(cfg.database.database_url.database_name(), "leadflow");
+        assert_eq!(cfg.nats.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(cfg.breaker.breaker_failure_threshold, 5);
+        assert_eq!(cfg.nats.nats_duplicate_window, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable_and_never_echoes_a_password() {
+        let err = Cli::try_parse_from(["test", "--database-url", "mysql://u:hunter2@db/x"])
+            .err()
+            .expect("rejected");
+        let text = err.to_string();
+        assert!(text.contains("DATABASE_URL"), "{text}");
+        assert!(text.contains("postgres://"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+
+        let err = Cli::try_parse_from(["test", "--db-pool-max", "lots"])
+            .err()
+            .expect("rejected");
+        assert!(err.to_string().contains("DB_POOL_MAX"), "{err}");
+    }
+
+    #[test]
+    fn database_url_redacts_its_password_everywhere() {
+        let url: DatabaseUrl = "postgres://app:s%40cret@db.internal:5432/leadflow"
+            .parse()
+            .expect("valid");
+        assert_eq!(url.redacted(), "postgres://app:***@db.internal:5432/leadflow");
+        assert!(!format!("{url:?} {url}").contains("cret"));
+        assert_eq!(url.password().as_deref(), Some("s@cret"));
+        let scrubbed = url.scrub("failed for s@cret and s%40cret via postgres://app:s%40cret@db.internal:5432/leadflow");
+        assert!(!scrubbed.contains("cret"), "{scrubbed}");
+        assert_eq!(url.with_database("other").database_name(), "other");
+    }
+
+    #[test]
+    fn nats_credentials_are_redacted() {
+        assert_eq!(
+            redact_nats_url("nats://u:p@a:4222, nats://b:4222"),
+            "nats://a:4222,nats://b:4222"
+        );
+    }
+}

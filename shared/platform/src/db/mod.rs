@@ -1,0 +1,267 @@
+//! The PostgreSQL pool, behind a circuit breaker, with a health probe that says why it is down.
+
+mod breaker;
+mod diagnose;
+mod migrate;
+
+use std::{
+    future::Future,
+    str::FromStr,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use sqlx::{
+    Connection, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+pub use breaker::{BreakerOpen, BreakerSnapshot, BreakerState, CircuitBreaker, Permit};
+pub use diagnose::{ErrorType, classify, is_unavailable};
+pub use migrate::{MIGRATOR, ensure_database, migrate};
+
+use crate::{
+    config::{BreakerConfig, DatabaseConfig, DatabaseUrl},
+    metrics::Metrics,
+};
+
+/// A query that did not run: either the breaker refused it, or PostgreSQL failed it.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Unavailable(#[from] BreakerOpen),
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+}
+
+impl DbError {
+    /// True when the caller should answer 503: the database, not the request, is the problem.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) => true,
+            DbError::Query(e) => is_unavailable(e),
+        }
+    }
+}
+
+/// The last probe's verdict, as `/health.json` shows it under `database`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbStatus {
+    pub connected: bool,
+    pub error_type: Option<ErrorType>,
+    /// Never contains the password: every message goes through [`DatabaseUrl::scrub`].
+    pub error_message: Option<String>,
+    pub fix: Option<&'static str>,
+    pub latency_ms: Option<f64>,
+}
+
+impl DbStatus {
+    fn unchecked() -> Self {
+        Self {
+            connected: false,
+            error_type: None,
+            error_message: Some("not checked yet".into()),
+            fix: None,
+            latency_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub in_use: u32,
+    pub max: u32,
+    /// `in_use / max`, 0 to 1.
+    pub utilization: f64,
+}
+
+pub struct Database {
+    pool: PgPool,
+    url: DatabaseUrl,
+    connect_options: PgConnectOptions,
+    acquire_timeout: Duration,
+    breaker: CircuitBreaker,
+    status: RwLock<DbStatus>,
+}
+
+impl Database {
+    /// Builds the pool without connecting, so a service starts (and reports why) even when the
+    /// database is down; connections are made on first use and re-made after an outage.
+    pub fn new(
+        cfg: &DatabaseConfig,
+        breaker: &BreakerConfig,
+        application_name: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, sqlx::Error> {
+        let statement_timeout = cfg.db_statement_timeout.as_millis().to_string();
+        let connect_options = PgConnectOptions::from_str(cfg.database_url.expose())?
+            .application_name(application_name)
+            .options([("statement_timeout", statement_timeout.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.db_pool_max)
+            .min_connections(cfg.db_pool_min.min(cfg.db_pool_max))
+            .acquire_timeout(cfg.db_acquire_timeout)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(connect_options.clone());
+        let breaker = CircuitBreaker::with_observer(breaker, move |state| {
+            metrics.record_breaker_transition(state);
+            match state {
+                BreakerState::Open => tracing::warn!("database circuit breaker opened"),
+                BreakerState::HalfOpen => tracing::info!("database circuit breaker half-open: trying"),
+                BreakerState::Closed => tracing::info!("database circuit breaker closed: database usable again"),
+            }
+        });
+        Ok(Self {
+            pool,
+            url: cfg.database_url.clone(),
+            connect_options,
+            acquire_timeout: cfg.db_acquire_timeout,
+            breaker,
+            status: RwLock::new(DbStatus::unchecked()),
+        })
+    }
+
+    /// The pool itself, bypassing the breaker: for migrations, tests and background jobs that
+    /// have their own back-off.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// Runs `work` unless the breaker is open; its availability failures count against the breaker.
+    pub async fn guarded<T, F, Fut>(&self, work: F) -> Result<T, DbError>
+    where
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let permit = self.breaker.acquire()?;
+        let result = work(self.pool.clone()).await;
+        let healthy = match &result {
+            Ok(_) => true,
+            Err(e) => !is_unavailable(e),
+        };
+        self.breaker.record(permit, healthy);
+        Ok(result?)
+    }
+
+    /// Checks the database end to end and remembers the verdict for health reports. The probe is
+    /// also the breaker's trial once the cooldown has passed, so the breaker closes again on its own
+    /// when the database comes back, even with no traffic.
+    #[tracing::instrument(name = "db.probe", skip_all)]
+    pub async fn probe(&self) -> DbStatus {
+        let permit = self.breaker.acquire().ok();
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.acquire_timeout, async {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("select 1").execute(&mut *conn).await
+        })
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+        let latency = started.elapsed();
+
+        let status = match outcome {
+            Ok(_) => DbStatus {
+                connected: true,
+                error_type: None,
+                error_message: None,
+                fix: None,
+                latency_ms: Some(latency.as_secs_f64() * 1000.0),
+            },
+            Err(err) => self.diagnose(err).await,
+        };
+        if let Some(permit) = permit {
+            self.breaker.record(permit, status.connected);
+        }
+        let previous = self.status().connected;
+        if previous != status.connected {
+            match (&status.error_type, &status.error_message) {
+                (Some(kind), Some(message)) => tracing::warn!(
+                    error_type = kind.as_str(),
+                    error = %message,
+                    "database unreachable"
+                ),
+                _ => tracing::info!("database connected"),
+            }
+        }
+        *self.status.write().unwrap_or_else(|e| e.into_inner()) = status.clone();
+        status
+    }
+
+    /// The pool only says "timed out" when it cannot connect; a direct connection attempt tells
+    /// refused from unresolvable from wrong password.
+    async fn diagnose(&self, err: sqlx::Error) -> DbStatus {
+        let err = if matches!(err, sqlx::Error::PoolTimedOut) {
+            match tokio::time::timeout(
+                self.acquire_timeout,
+                PgConnection::connect_with(&self.connect_options),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    err // the server is fine: the pool itself is exhausted
+                }
+                Ok(Err(direct)) => direct,
+                Err(_) => sqlx::Error::PoolTimedOut,
+            }
+        } else {
+            err
+        };
+        let kind = classify(&err);
+        DbStatus {
+            connected: false,
+            error_type: Some(kind),
+            error_message: Some(self.url.scrub(&error_chain(&err))),
+            fix: Some(kind.fix()),
+            latency_ms: None,
+        }
+    }
+
+    /// The last probe's verdict (cheap: health endpoints call this on every request).
+    pub fn status(&self) -> DbStatus {
+        self.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        let size = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX).min(size);
+        let max = self.pool.options().get_max_connections();
+        let in_use = size - idle;
+        PoolStats {
+            size,
+            idle,
+            in_use,
+            max,
+            utilization: if max == 0 { 0.0 } else { f64::from(in_use) / f64::from(max) },
+        }
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// "outer: inner: innermost", so the root cause is not lost behind a generic wrapper.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,124 @@
+//! The HTTP pieces every service shares: health and metrics routes, per-route request metrics,
+//! and a server that stops gracefully.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use axum::{
+    Json, Router,
+    extract::{MatchedPath, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Platform, health::render_html, metrics::Metrics};
+
+/// `/health`, `/health.json`, `/metrics`, `/livez`, `/readyz`.
+pub fn platform_routes(platform: Arc<Platform>) -> Router {
+    Router::new()
+        .route("/health", get(health_page))
+        .route("/health.json", get(health_json))
+        .route("/metrics", get(metrics))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .with_state(platform)
+}
+
+async fn health_page(State(platform): State<Arc<Platform>>) -> Response {
+    no_store(Html(render_html(&platform.report())).into_response())
+}
+
+async fn health_json(State(platform): State<Arc<Platform>>) -> Response {
+    no_store(Json(platform.report()).into_response())
+}
+
+async fn metrics(State(platform): State<Arc<Platform>>) -> Response {
+    match platform.render_metrics() {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn livez() -> Response {
+    no_store(Json(serde_json::json!({"status": "alive"})).into_response())
+}
+
+async fn readyz(State(platform): State<Arc<Platform>>) -> Response {
+    let response = match platform.readiness() {
+        Ok(()) => Json(serde_json::json!({"ready": true})).into_response(),
+        Err(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "reasons": reasons})),
+        )
+            .into_response(),
+    };
+    no_store(response)
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Counts requests and observes latency by matched route (never the raw path, which would give
+/// every lead id its own time series).
+pub fn track_requests(router: Router, metrics: Arc<Metrics>) -> Router {
+    router.layer(middleware::from_fn_with_state(metrics, record_request))
+}
+
+async fn record_request(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics
+        .http_duration
+        .with_label_values(&[&route, &method])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .with_label_values(&[&route, &method, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// Serves `app` until `shutdown` is cancelled, then stops accepting and lets in-flight requests
+/// finish, for at most `grace` (long-lived streams would otherwise hold shutdown forever).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!("in-flight requests did not finish within the shutdown timeout");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The transactional outbox (DESIGN.md §2): domain events are inserted in the same transaction as
+//! the change they describe, and a relay publishes them to JetStream with the row id as
+//! `Nats-Msg-Id`, deleting each row only after its acknowledgement. A crash or a NATS outage delays
+//! events; it never loses them, and JetStream's de-duplication absorbs the re-sends.
+
+use std::{sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
+use leadflow_events::Envelope;
+use sqlx::PgConnection;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    bus::{Bus, stream_of},
+    metrics::Metrics,
+};
+
+/// Writes `event` to the outbox on the caller's connection, normally inside its transaction.
+pub async fn enqueue(conn: &mut PgConnection, event: &Envelope) -> sqlx::Result<()> {
+    let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query("insert into outbox (id, subject, payload) values ($1, $2, $3) on conflict (id) do nothing")
+        .bind(event.id)
+        .bind(&event.kind)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("reading or deleting outbox rows failed")]
+    Database(#[from] sqlx::Error),
+    #[error("{failed} of {total} outbox events were not acknowledged by JetStream: {first_error}")]
+    Publish {
+        failed: usize,
+        total: usize,
+        first_error: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows published per round trip.
+    pub batch_size: i64,
+    /// Pause between polls when the outbox is empty.
+    pub idle_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 200,
+            idle_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+pub struct OutboxRelay {
+    pool: sqlx::PgPool,
+    bus: Arc<Bus>,
+    metrics: Arc<Metrics>,
+    config: RelayConfig,
+}
+
+impl OutboxRelay {
+    pub fn new(pool: sqlx::PgPool, bus: Arc<Bus>, metrics: Arc<Metrics>, config: RelayConfig) -> Self {
+        Self {
+            pool,
+            bus,
+            metrics,
+            config,
+        }
+    }
+
+    /// Publishes one batch. Rows stay locked (`FOR UPDATE SKIP LOCKED`) until their acks are in,
+    /// so several relays (several gateways) share the work without publishing a row twice at once.
+    /// Returns how many rows were delivered and deleted.
+    #[tracing::instrument(name = "outbox.relay_once", skip_all)]
+    pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(Uuid, String, serde_json::Value)> = sqlx::query_as(
+            "select id, subject, payload from outbox order by created_at, id limit $1 for update skip locked",
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+
+        // Send the whole batch, then collect the acks: one round trip's latency, not one per row.
+        let mut pending = Vec::with_capacity(rows.len());
+        for (id, subject, payload) in &rows {
+            let bytes = Bytes::from(serde_json::to_vec(payload).unwrap_or_default());
+            let sent = self.bus.send(subject, id.to_string(), bytes).await;
+            pending.push((*id, subject.as_str(), sent));
+        }
+        let mut delivered = Vec::with_capacity(rows.len());
+        let mut failed: Vec<(Uuid, String)> = Vec::new();
+        for (id, subject, sent) in pending {
+            let acked = match sent {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match acked {
+                Ok(()) => {
+                    self.metrics
+                        .events_published
+                        .with_label_values(&[stream_of(subject)])
+                        .inc();
+                    delivered.push(id);
+                }
+                Err(e) => {
+                    self.metrics
+                        .events_publish_failed
+                        .with_label_values(&[stream_of(subject)])
+                        .inc();
+                    failed.push((id, e));
+                }
+            }
+        }
+
+        sqlx::query("delete from outbox where id = any($1)")
+            .bind(&delivered)
+            .execute(&mut *tx)
+            .await?;
+        if !failed.is_empty() {
+            let ids: Vec<Uuid> = failed.iter().map(|(id, _)| *id).collect();
+            sqlx::query("update outbox set attempts = attempts + 1, last_error = $2 where id = any($1)")
+                .bind(&ids)
+                .bind(&failed[0].1)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+
+        if failed.is_empty() {
+            Ok(delivered.len())
+        } else {
+            Err(RelayError::Publish {
+                failed: failed.len(),
+                total: rows.len(),
+                first_error: failed.swap_remove(0).1,
+            })
+        }
+    }
+
+    /// Rows waiting to be published.
+    pub async fn pending(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("select count(*) from outbox")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Relays until `shutdown`, backing off with jitter while NATS or the database is down.
+    /// A batch in progress finishes before it returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = retry_backoff();
+        loop {
+            let pause = match self.relay_once().await {
+                Ok(n) => {
+                    backoff = retry_backoff();
+                    if n as i64 >= self.config.batch_size {
+                        continue;
+                    }
+                    self.config.idle_interval
+                }
+                Err(err) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %err, retry_in = ?delay, "outbox relay failed; events stay in the outbox");
+                    delay
+                }
+            };
+            if let Ok(n) = self.pending().await {
+                self.metrics.outbox_pending.set(n);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+/// Exponential back-off with jitter, capped at 5 s, for loops that wait for a dependency.
+pub fn retry_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}

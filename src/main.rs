@@ -1,0 +1,96 @@
+//! `leadflow`: one command for people. `leadflow up` runs every service in one process,
+//! `leadflow migrate` prepares the database, `leadflow admin create` makes an administrator.
+
+mod jwt_secret;
+mod up;
+
+use clap::{Parser, Subcommand};
+use leadflow_gateway::admin::{NewAdmin, upsert_admin};
+use leadflow_platform::{
+    config::{DatabaseConfig, TelemetryConfig},
+    telemetry,
+};
+use secrecy::SecretString;
+
+#[derive(Parser)]
+#[command(name = "leadflow", version, about = "leadflow: event-driven lead scoring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database if needed, apply migrations, and run gateway, scorer and notifier.
+    Up(Box<up::UpArgs>),
+    /// Create the database if needed and apply pending migrations, then exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        telemetry: TelemetryConfig,
+    },
+    /// Manage administrators.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin, or reset an existing user's password and make them an admin.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Also read from LEADFLOW_ADMIN_PASSWORD, which keeps it out of the process list.
+        #[arg(long, env = "LEADFLOW_ADMIN_PASSWORD", hide_env_values = true)]
+        password: SecretString,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Up(args) => up::run(*args).await,
+        Command::Migrate {
+            database,
+            telemetry: telemetry_config,
+        } => {
+            let _telemetry = telemetry::init("leadflow", &telemetry_config)?;
+            up::migrate_or_explain(&database).await?;
+            println!("Database {} is up to date.", database.database_url);
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Create {
+                    email,
+                    password,
+                    name,
+                    database,
+                },
+        } => {
+            let admin = NewAdmin::parse(&email, password, &name)?;
+            up::migrate_or_explain(&database).await?;
+            let pool = sqlx_pool(&database).await?;
+            let id = upsert_admin(&pool, &admin).await?;
+            pool.close().await;
+            println!("Admin {} is ready (user id {id}).", admin.email());
+            Ok(())
+        }
+    }
+}
+
+async fn sqlx_pool(database: &DatabaseConfig) -> anyhow::Result<sqlx::PgPool> {
+    use anyhow::Context as _;
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database.database_url.expose())
+        .await
+        .with_context(|| format!("connecting to {}", database.database_url))
+}
