@@ -64,6 +64,7 @@ impl Bus {
     /// Returns at once even when NATS is down: the client connects, and reconnects, in the background.
     pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<Self, async_nats::ConnectError> {
         let redacted = redact_nats_url(&config.nats_url);
+        let service = client_name.to_owned();
         let client = async_nats::ConnectOptions::new()
             .name(client_name)
             .retry_on_initial_connect()
@@ -76,11 +77,14 @@ impl Bus {
             })
             .event_callback(move |event| {
                 let url = redacted.clone();
+                let service = service.clone();
                 async move {
                     match event {
-                        async_nats::Event::Connected => tracing::info!(%url, "NATS connected"),
-                        async_nats::Event::Disconnected => tracing::warn!(%url, "NATS disconnected"),
-                        other => tracing::debug!(%url, event = %other, "NATS event"),
+                        async_nats::Event::Connected => tracing::info!(%service, %url, "NATS connected"),
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!(%service, %url, "NATS disconnected")
+                        }
+                        other => tracing::debug!(%service, %url, event = %other, "NATS event"),
                     }
                 }
             })

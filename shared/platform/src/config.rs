@@ -26,6 +26,26 @@ pub struct PlatformConfig {
     pub shutdown_timeout: Duration,
 }
 
+impl PlatformConfig {
+    /// Parses flags such as `--database-url` (falling back to the environment, then defaults):
+    /// for tests and programs that embed a service.
+    pub fn try_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        #[command(args_override_self = true)]
+        struct Only {
+            #[command(flatten)]
+            platform: PlatformConfig,
+        }
+        let args = std::iter::once(std::ffi::OsString::from("leadflow"))
+            .chain(args.into_iter().map(Into::into));
+        <Only as clap::Parser>::try_parse_from(args).map(|only| only.platform)
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseConfig {
     /// PostgreSQL URL; always name the user. The password is redacted wherever it is shown.
@@ -267,18 +287,10 @@ pub fn redact_nats_url(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        platform: PlatformConfig,
-    }
 
     #[test]
     fn defaults_work_on_a_developer_machine() {
-        let cli = Cli::try_parse_from(["test"]).expect("defaults parse");
-        let cfg = cli.platform;
+        let cfg = PlatformConfig::try_from_args::<_, &str>([]).expect("defaults parse");
         assert_eq!(cfg.database.database_url.database_name(), "leadflow");
         assert_eq!(cfg.nats.nats_url, "nats://127.0.0.1:4222");
         assert_eq!(cfg.breaker.breaker_failure_threshold, 5);
@@ -287,7 +299,7 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_variable_and_never_echoes_a_password() {
-        let err = Cli::try_parse_from(["test", "--database-url", "mysql://u:hunter2@db/x"])
+        let err = PlatformConfig::try_from_args(["--database-url", "mysql://u:hunter2@db/x"])
             .err()
             .expect("rejected");
         let text = err.to_string();
@@ -295,7 +307,7 @@ mod tests {
         assert!(text.contains("postgres://"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
 
-        let err = Cli::try_parse_from(["test", "--db-pool-max", "lots"])
+        let err = PlatformConfig::try_from_args(["--db-pool-max", "lots"])
             .err()
             .expect("rejected");
         assert!(err.to_string().contains("DB_POOL_MAX"), "{err}");

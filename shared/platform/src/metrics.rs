@@ -192,10 +192,16 @@ mod tests {
         let m = Metrics::new("scorer").expect("registry");
         m.http_requests.with_label_values(&["/health", "GET", "200"]).inc();
         let text = m.render().expect("render");
-        assert!(
-            text.contains(r#"leadflow_http_requests_total{method="GET",route="/health",service="scorer",status="200"} 1"#),
-            "{text}"
-        );
-        assert!(text.contains(r#"leadflow_circuit_breaker_state{service="scorer",state="closed"} 1"#));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("leadflow_http_requests_total{"))
+            .expect("request counter rendered");
+        for label in [r#"route="/health""#, r#"method="GET""#, r#"status="200""#, r#"service="scorer""#] {
+            assert!(line.contains(label), "{line}");
+        }
+        assert!(line.ends_with(" 1"), "{line}");
+        assert!(text.lines().any(|l| l.starts_with("leadflow_circuit_breaker_state{")
+            && l.contains(r#"state="closed""#)
+            && l.ends_with(" 1")));
     }
 }

@@ -157,3 +157,36 @@ pub async fn closed_port() -> u16 {
     drop(listener);
     port
 }
+
+/// Deletes the streams (and with them the consumers) a test created under `namespace`.
+pub async fn drop_namespace(namespace: &str) {
+    let Ok(client) = async_nats::connect(nats_url()).await else {
+        return;
+    };
+    let jetstream = async_nats::jetstream::new(client);
+    let Ok(ns) = leadflow_events::Namespace::parse(namespace) else {
+        return;
+    };
+    for stream in leadflow_events::Stream::ALL {
+        let _ = jetstream.delete_stream(ns.stream_name(stream)).await;
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

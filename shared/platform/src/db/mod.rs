@@ -79,6 +79,7 @@ pub struct PoolStats {
 }
 
 pub struct Database {
+    service: String,
     pool: PgPool,
     url: DatabaseUrl,
     connect_options: PgConnectOptions,
@@ -106,15 +107,21 @@ impl Database {
             .acquire_timeout(cfg.db_acquire_timeout)
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(connect_options.clone());
+        let service = application_name.to_owned();
         let breaker = CircuitBreaker::with_observer(breaker, move |state| {
             metrics.record_breaker_transition(state);
             match state {
-                BreakerState::Open => tracing::warn!("database circuit breaker opened"),
-                BreakerState::HalfOpen => tracing::info!("database circuit breaker half-open: trying"),
-                BreakerState::Closed => tracing::info!("database circuit breaker closed: database usable again"),
+                BreakerState::Open => tracing::warn!(%service, "database circuit breaker opened"),
+                BreakerState::HalfOpen => {
+                    tracing::info!(%service, "database circuit breaker half-open: trying")
+                }
+                BreakerState::Closed => {
+                    tracing::info!(%service, "database circuit breaker closed: database usable again")
+                }
             }
         });
         Ok(Self {
+            service: application_name.to_owned(),
             pool,
             url: cfg.database_url.clone(),
             connect_options,
@@ -186,11 +193,12 @@ impl Database {
         if previous != status.connected {
             match (&status.error_type, &status.error_message) {
                 (Some(kind), Some(message)) => tracing::warn!(
+                    service = %self.service,
                     error_type = kind.as_str(),
                     error = %message,
                     "database unreachable"
                 ),
-                _ => tracing::info!("database connected"),
+                _ => tracing::info!(service = %self.service, "database connected"),
             }
         }
         *self.status.write().unwrap_or_else(|e| e.into_inner()) = status.clone();

@@ -1,0 +1,154 @@
+use std::{collections::HashSet, net::SocketAddr, sync::Arc, time::Duration};
+
+use leadflow_events::{Envelope, Namespace, Stream};
+use leadflow_platform::{
+    bus::Bus,
+    config::DatabaseUrl,
+    db,
+    metrics::Metrics,
+    outbox::{OutboxRelay, RelayConfig, enqueue},
+};
+use leadflow_testkit::{TcpProxy, TestDb, drop_namespace, eventually, nats_url, unique_namespace};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config;
+
+async fn migrated_pool(test_db: &TestDb) -> sqlx::PgPool {
+    let url: DatabaseUrl = test_db.url.parse().expect("url");
+    db::migrate(&url).await.expect("migrate");
+    sqlx::PgPool::connect(url.expose()).await.expect("connect")
+}
+
+async fn bus(nats: &str, namespace: &str) -> Arc<Bus> {
+    let cfg = config("postgres://postgres@127.0.0.1/unused", nats, namespace, &[]);
+    Arc::new(Bus::connect(&cfg.nats, "test").await.expect("client"))
+}
+
+async fn enqueue_many(pool: &sqlx::PgPool, n: usize) -> HashSet<Uuid> {
+    let mut tx = pool.begin().await.expect("begin");
+    let mut ids = HashSet::new();
+    for i in 0..n {
+        let event = Envelope::new("leads.created", "test")
+            .expect("valid")
+            .with_lead(Uuid::now_v7())
+            .with_data(serde_json::json!({ "n": i }));
+        enqueue(&mut tx, &event).await.expect("enqueue");
+        ids.insert(event.id);
+    }
+    tx.commit().await.expect("commit");
+    ids
+}
+
+/// Every message in the namespace's DOMAIN stream, as (Nats-Msg-Id, envelope id).
+async fn stored_messages(namespace: &str) -> Vec<(String, Uuid)> {
+    let client = async_nats::connect(nats_url()).await.expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    let ns = Namespace::parse(namespace).expect("namespace");
+    let mut stream = jetstream.get_stream(ns.stream_name(Stream::Domain)).await.expect("stream");
+    let info = stream.info().await.expect("info");
+    let (first, last, count) = (info.state.first_sequence, info.state.last_sequence, info.state.messages);
+    let mut messages = Vec::new();
+    if count == 0 {
+        return messages;
+    }
+    for seq in first..=last {
+        let raw = stream.get_raw_message(seq).await.expect("message");
+        let msg_id = raw
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let envelope = Envelope::from_json(&raw.payload).expect("envelope");
+        messages.push((msg_id, envelope.id));
+    }
+    messages
+}
+
+async fn outbox_rows(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from outbox").fetch_one(pool).await.expect("count")
+}
+
+#[tokio::test]
+async fn the_relay_delivers_every_row_exactly_once_even_when_nats_was_unreachable_at_first() {
+    crate::init_logging();
+    let test_db = TestDb::empty().await;
+    let pool = migrated_pool(&test_db).await;
+    let namespace = unique_namespace();
+    bus(&nats_url(), &namespace).await.ensure_topology(&[]).await.expect("streams");
+
+    let nats_addr: SocketAddr = "127.0.0.1:4222".parse().expect("addr");
+    let proxy = TcpProxy::start(nats_addr, false).await;
+    let relay_bus = bus(&format!("nats://{}", proxy.addr()), &namespace).await;
+    let ids = enqueue_many(&pool, 40).await;
+
+    let token = CancellationToken::new();
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        relay_bus,
+        Arc::new(Metrics::new("test").expect("metrics")),
+        RelayConfig { batch_size: 16, idle_interval: Duration::from_millis(50) },
+    );
+    let running = tokio::spawn(relay.run(token.clone()));
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(outbox_rows(&pool).await, 40, "nothing may leave the outbox without an ack");
+    assert!(stored_messages(&namespace).await.is_empty());
+
+    proxy.set_up(true);
+    eventually(Duration::from_secs(30), "the outbox to drain", || async {
+        (outbox_rows(&pool).await == 0).then_some(())
+    })
+    .await;
+
+    let stored = stored_messages(&namespace).await;
+    assert_eq!(stored.len(), 40, "each row once in JetStream");
+    let stored_ids: HashSet<Uuid> = stored.iter().map(|(_, id)| *id).collect();
+    assert_eq!(stored_ids, ids);
+    for (msg_id, id) in &stored {
+        assert_eq!(msg_id, &id.to_string(), "Nats-Msg-Id is the envelope id");
+    }
+
+    token.cancel();
+    running.await.expect("relay stops on shutdown");
+    drop_namespace(&namespace).await;
+}
+
+#[tokio::test]
+async fn two_relays_share_one_outbox_without_publishing_a_row_twice() {
+    let test_db = TestDb::empty().await;
+    let pool = migrated_pool(&test_db).await;
+    let namespace = unique_namespace();
+    let shared_bus = bus(&nats_url(), &namespace).await;
+    shared_bus.ensure_topology(&[]).await.expect("streams");
+    let ids = enqueue_many(&pool, 300).await;
+
+    let token = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new("test").expect("metrics"));
+    let mut relays = Vec::new();
+    for _ in 0..2 {
+        let relay = OutboxRelay::new(
+            pool.clone(),
+            bus(&nats_url(), &namespace).await,
+            metrics.clone(),
+            RelayConfig { batch_size: 25, idle_interval: Duration::from_millis(20) },
+        );
+        relays.push(tokio::spawn(relay.run(token.clone())));
+    }
+    eventually(Duration::from_secs(30), "the outbox to drain", || async {
+        (outbox_rows(&pool).await == 0).then_some(())
+    })
+    .await;
+    token.cancel();
+    for relay in relays {
+        relay.await.expect("relay stops");
+    }
+
+    let stored = stored_messages(&namespace).await;
+    let unique: HashSet<Uuid> = stored.iter().map(|(_, id)| *id).collect();
+    assert_eq!(stored.len(), 300);
+    assert_eq!(unique, ids);
+    let published = metrics.events_published.with_label_values(&["DOMAIN"]).get();
+    assert_eq!(published, 300);
+    drop_namespace(&namespace).await;
+}
