@@ -18,14 +18,20 @@ pub enum Source {
 }
 
 /// The secret from `JWT_SECRET` if given, else from `<state_dir>/jwt_secret`, created if missing.
-pub fn resolve(from_env: Option<SecretString>, state_dir: &Path) -> anyhow::Result<(SecretString, Source)> {
+pub fn resolve(
+    from_env: Option<SecretString>,
+    state_dir: &Path,
+) -> anyhow::Result<(SecretString, Source)> {
     if let Some(secret) = from_env {
         return Ok((secret, Source::Environment));
     }
     let path = state_dir.join("jwt_secret");
     match fs::read_to_string(&path) {
         Ok(stored) if !stored.trim().is_empty() => {
-            return Ok((SecretString::from(stored.trim().to_owned()), Source::Stored(path)));
+            return Ok((
+                SecretString::from(stored.trim().to_owned()),
+                Source::Stored(path),
+            ));
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

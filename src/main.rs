@@ -13,7 +13,11 @@ use leadflow_platform::{
 use secrecy::SecretString;
 
 #[derive(Parser)]
-#[command(name = "leadflow", version, about = "leadflow: event-driven lead scoring")]
+#[command(
+    name = "leadflow",
+    version,
+    about = "leadflow: event-driven lead scoring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -39,7 +39,9 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
             "Generated a JWT secret in {} (kept, so restarts keep sessions; set JWT_SECRET to use your own).",
             path.display()
         ),
-        jwt_secret::Source::Stored(path) => println!("Using the JWT secret kept in {}.", path.display()),
+        jwt_secret::Source::Stored(path) => {
+            println!("Using the JWT secret kept in {}.", path.display())
+        }
         jwt_secret::Source::Environment => {}
     }
 

@@ -29,7 +29,8 @@ pub struct NewAdmin {
 
 impl NewAdmin {
     pub fn parse(email: &str, password: SecretString, name: &str) -> Result<Self, AdminError> {
-        let normalized = normalize_email(email).ok_or_else(|| AdminError::Email(email.to_owned()))?;
+        let normalized =
+            normalize_email(email).ok_or_else(|| AdminError::Email(email.to_owned()))?;
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 200 {
             return Err(AdminError::Name);
@@ -86,8 +87,19 @@ mod tests {
 
     #[test]
     fn emails_are_normalized_and_checked() {
-        assert_eq!(normalize_email("  Ada@Example.COM ").as_deref(), Some("ada@example.com"));
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "a@b@c.com"] {
+        assert_eq!(
+            normalize_email("  Ada@Example.COM ").as_deref(),
+            Some("ada@example.com")
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "a@b@c.com",
+        ] {
             assert!(normalize_email(bad).is_none(), "{bad:?}");
         }
     }

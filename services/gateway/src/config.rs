@@ -5,7 +5,11 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// `gateway`'s command line and environment.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "gateway", version, about = "leadflow gateway: REST API, auth and tracking")]
+#[command(
+    name = "gateway",
+    version,
+    about = "leadflow gateway: REST API, auth and tracking"
+)]
 pub struct GatewayConfig {
     #[command(flatten)]
     pub platform: PlatformConfig,
@@ -28,10 +32,13 @@ pub struct GatewayArgs {
 /// When both are set, the gateway creates (or resets) this admin at start-up.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AdminBootstrap {
+    /// E-mail of an admin to create (or reset) at start-up.
     #[arg(long, env = "LEADFLOW_ADMIN_EMAIL")]
     pub leadflow_admin_email: Option<String>,
+    /// That admin's password (8 to 128 characters).
     #[arg(long, env = "LEADFLOW_ADMIN_PASSWORD", hide_env_values = true)]
     pub leadflow_admin_password: Option<SecretString>,
+    /// That admin's display name.
     #[arg(long, env = "LEADFLOW_ADMIN_NAME", default_value = "Administrator")]
     pub leadflow_admin_name: String,
 }
@@ -53,7 +60,10 @@ pub enum ConfigError {
 impl GatewayArgs {
     /// The validated signing secret.
     pub fn jwt_secret(&self) -> Result<&SecretString, ConfigError> {
-        let secret = self.jwt_secret.as_ref().ok_or(ConfigError::MissingJwtSecret)?;
+        let secret = self
+            .jwt_secret
+            .as_ref()
+            .ok_or(ConfigError::MissingJwtSecret)?;
         let len = secret.expose_secret().len();
         if len < MIN_JWT_SECRET_BYTES {
             return Err(ConfigError::ShortJwtSecret(len));

@@ -8,11 +8,11 @@ mod routes;
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use leadflow_platform::{
     Platform, Server,
     outbox::{OutboxRelay, RelayConfig, retry_backoff},
 };
-use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 pub use config::GatewayConfig;
@@ -25,8 +25,12 @@ pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow
     config.gateway.jwt_secret()?;
     let admin = match config.gateway.admin.requested()? {
         Some((email, password)) => Some(
-            admin::NewAdmin::parse(email, password.clone(), &config.gateway.admin.leadflow_admin_name)
-                .context("LEADFLOW_ADMIN_EMAIL / LEADFLOW_ADMIN_PASSWORD / LEADFLOW_ADMIN_NAME")?,
+            admin::NewAdmin::parse(
+                email,
+                password.clone(),
+                &config.gateway.admin.leadflow_admin_name,
+            )
+            .context("LEADFLOW_ADMIN_EMAIL / LEADFLOW_ADMIN_PASSWORD / LEADFLOW_ADMIN_NAME")?,
         ),
         None => None,
     };
@@ -44,7 +48,13 @@ pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow
     platform.spawn(relay.run(platform.shutdown_token()));
 
     let routes = routes::router(platform.clone());
-    Server::bind(platform, config.gateway.gateway_addr, routes, "GATEWAY_ADDR").await
+    Server::bind(
+        platform,
+        config.gateway.gateway_addr,
+        routes,
+        "GATEWAY_ADDR",
+    )
+    .await
 }
 
 /// Retries until the database is reachable, so the admin exists as soon as it can.
@@ -54,12 +64,19 @@ async fn bootstrap_admin(platform: Arc<Platform>, admin: admin::NewAdmin) {
     loop {
         match admin::upsert_admin(platform.db.pool(), &admin).await {
             Ok(_) => {
-                tracing::info!(email = admin.email(), "admin user from LEADFLOW_ADMIN_EMAIL is ready");
+                tracing::info!(
+                    email = admin.email(),
+                    "admin user from LEADFLOW_ADMIN_EMAIL is ready"
+                );
                 return;
             }
             Err(err) => {
                 let delay = backoff.next().unwrap_or(std::time::Duration::from_secs(5));
-                tracing::warn!(error = %err, retry_in = ?delay, "creating the admin user failed; retrying");
+                tracing::warn!(
+                    error = %leadflow_platform::error_chain(&err),
+                    retry_in = ?delay,
+                    "creating the admin user failed; retrying"
+                );
                 tokio::select! {
                     () = token.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}

@@ -65,7 +65,9 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_with_argon2id_at_owasp_parameters_and_verifies() {
-        let phc = hash(SecretString::from("correct horse battery")).await.expect("hash");
+        let phc = hash(SecretString::from("correct horse battery"))
+            .await
+            .expect("hash");
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert!(verify(SecretString::from("correct horse battery"), phc.clone()).await);
         assert!(!verify(SecretString::from("wrong horse battery"), phc).await);

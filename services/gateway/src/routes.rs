@@ -5,7 +5,9 @@ use leadflow_platform::Platform;
 use serde_json::{Value, json};
 
 pub fn router(platform: Arc<Platform>) -> Router {
-    Router::new().route("/", get(service_info)).with_state(platform)
+    Router::new()
+        .route("/", get(service_info))
+        .with_state(platform)
 }
 
 /// `GET /`: what this is and where to go next.

@@ -24,7 +24,11 @@ pub const CONSUMERS: &[ConsumerSpec] = &[
 
 /// `notifier`'s command line and environment.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "notifier", version, about = "leadflow notifier: assignment and hot-lead notifications")]
+#[command(
+    name = "notifier",
+    version,
+    about = "leadflow notifier: assignment and hot-lead notifications"
+)]
 pub struct NotifierConfig {
     #[command(flatten)]
     pub platform: PlatformConfig,
@@ -43,5 +47,11 @@ pub struct NotifierArgs {
 /// them until they are, and streams and consumers are set up once NATS answers.
 pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyhow::Result<Server> {
     let platform = Platform::start(SERVICE, &config.platform, CONSUMERS.to_vec(), shutdown).await?;
-    Server::bind(platform, config.notifier.notifier_addr, axum::Router::new(), "NOTIFIER_ADDR").await
+    Server::bind(
+        platform,
+        config.notifier.notifier_addr,
+        axum::Router::new(),
+        "NOTIFIER_ADDR",
+    )
+    .await
 }

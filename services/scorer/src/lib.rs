@@ -24,7 +24,11 @@ pub const CONSUMERS: &[ConsumerSpec] = &[
 
 /// `scorer`'s command line and environment.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "scorer", version, about = "leadflow scorer: engagement and lead events in, scores and insights out")]
+#[command(
+    name = "scorer",
+    version,
+    about = "leadflow scorer: engagement and lead events in, scores and insights out"
+)]
 pub struct ScorerConfig {
     #[command(flatten)]
     pub platform: PlatformConfig,
@@ -43,5 +47,11 @@ pub struct ScorerArgs {
 /// them until they are, and streams and consumers are set up once NATS answers.
 pub async fn build(config: ScorerConfig, shutdown: CancellationToken) -> anyhow::Result<Server> {
     let platform = Platform::start(SERVICE, &config.platform, CONSUMERS.to_vec(), shutdown).await?;
-    Server::bind(platform, config.scorer.scorer_addr, axum::Router::new(), "SCORER_ADDR").await
+    Server::bind(
+        platform,
+        config.scorer.scorer_addr,
+        axum::Router::new(),
+        "SCORER_ADDR",
+    )
+    .await
 }

@@ -1,6 +1,6 @@
 use clap::Parser as _;
-use leadflow_scorer::ScorerConfig;
 use leadflow_platform::{shutdown, telemetry};
+use leadflow_scorer::ScorerConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

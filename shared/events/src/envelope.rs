@@ -126,7 +126,15 @@ mod tests {
 
     #[test]
     fn wildcards_and_empty_tokens_are_not_event_types() {
-        for bad in ["", "engagement.*", "engagement.>", "a..b", "a b", ".a", "a."] {
+        for bad in [
+            "",
+            "engagement.*",
+            "engagement.>",
+            "a..b",
+            "a b",
+            ".a",
+            "a.",
+        ] {
             assert!(Envelope::new(bad, "gateway").is_err(), "{bad:?} accepted");
         }
         assert!(Envelope::new("engagement.test_drive-request", "gateway").is_ok());

@@ -62,7 +62,10 @@ pub struct Bus {
 
 impl Bus {
     /// Returns at once even when NATS is down: the client connects, and reconnects, in the background.
-    pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<Self, async_nats::ConnectError> {
+    pub async fn connect(
+        config: &NatsConfig,
+        client_name: &str,
+    ) -> Result<Self, async_nats::ConnectError> {
         let redacted = redact_nats_url(&config.nats_url);
         let service = client_name.to_owned();
         let client = async_nats::ConnectOptions::new()
@@ -80,7 +83,9 @@ impl Bus {
                 let service = service.clone();
                 async move {
                     match event {
-                        async_nats::Event::Connected => tracing::info!(%service, %url, "NATS connected"),
+                        async_nats::Event::Connected => {
+                            tracing::info!(%service, %url, "NATS connected")
+                        }
                         async_nats::Event::Disconnected => {
                             tracing::warn!(%service, %url, "NATS disconnected")
                         }
@@ -126,20 +131,29 @@ impl Bus {
     }
 
     pub fn setup_error(&self) -> Option<String> {
-        self.setup_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.setup_error
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Creates or updates every stream and the given durable consumers. Idempotent: every service
     /// calls it at start, in any order.
     #[tracing::instrument(name = "nats.setup", skip_all, fields(namespace = %self.namespace))]
-    pub async fn ensure_topology(&self, consumers: &[ConsumerSpec]) -> Result<(), async_nats::Error> {
+    pub async fn ensure_topology(
+        &self,
+        consumers: &[ConsumerSpec],
+    ) -> Result<(), async_nats::Error> {
         let result = self.try_ensure_topology(consumers).await;
         *self.setup_error.write().unwrap_or_else(|e| e.into_inner()) =
             result.as_ref().err().map(|e| e.to_string());
         result
     }
 
-    async fn try_ensure_topology(&self, consumers: &[ConsumerSpec]) -> Result<(), async_nats::Error> {
+    async fn try_ensure_topology(
+        &self,
+        consumers: &[ConsumerSpec],
+    ) -> Result<(), async_nats::Error> {
         for s in Stream::ALL {
             self.jetstream
                 .create_or_update_stream(self.stream_config(s))
@@ -168,7 +182,10 @@ impl Bus {
     }
 
     /// The durable pull consumer for `spec`, created if missing.
-    pub async fn consumer(&self, spec: &ConsumerSpec) -> Result<jetstream::consumer::PullConsumer, async_nats::Error> {
+    pub async fn consumer(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<jetstream::consumer::PullConsumer, async_nats::Error> {
         let durable = self.namespace.name(spec.name);
         let stream = self
             .jetstream
@@ -191,7 +208,10 @@ impl Bus {
     }
 
     /// Lag and redelivery counts of the given consumers, for health and metrics.
-    pub async fn consumer_stats(&self, consumers: &[ConsumerSpec]) -> Result<Vec<ConsumerStats>, async_nats::Error> {
+    pub async fn consumer_stats(
+        &self,
+        consumers: &[ConsumerSpec],
+    ) -> Result<Vec<ConsumerStats>, async_nats::Error> {
         let mut stats = Vec::with_capacity(consumers.len());
         for spec in consumers {
             let durable = self.namespace.name(spec.name);
@@ -213,9 +233,16 @@ impl Bus {
     /// Publishes an event to `subject` (logical; the namespace is added) and waits for JetStream's
     /// acknowledgement: only then is the event safely stored. The envelope id is the
     /// `Nats-Msg-Id`, so a retried publish inside the duplicate window is stored once.
-    pub async fn publish(&self, envelope: &Envelope) -> Result<jetstream::publish::PublishAck, PublishError> {
+    pub async fn publish(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<jetstream::publish::PublishAck, PublishError> {
         let ack = self
-            .send(&envelope.kind, envelope.id.to_string(), Bytes::from(envelope.to_json()))
+            .send(
+                &envelope.kind,
+                envelope.id.to_string(),
+                Bytes::from(envelope.to_json()),
+            )
             .await?;
         Ok(ack.await?)
     }
@@ -226,11 +253,14 @@ impl Bus {
         logical_subject: &str,
         message_id: String,
         payload: Bytes,
-    ) -> Result<jetstream::context::PublishAckFuture, async_nats::jetstream::context::PublishError> {
+    ) -> Result<jetstream::context::PublishAckFuture, async_nats::jetstream::context::PublishError>
+    {
         self.jetstream
             .send_publish(
                 self.namespace.subject(logical_subject),
-                PublishMessage::build().payload(payload).message_id(message_id),
+                PublishMessage::build()
+                    .payload(payload)
+                    .message_id(message_id),
             )
             .await
     }

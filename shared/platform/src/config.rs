@@ -76,9 +76,11 @@ pub struct DatabaseConfig {
 /// connection failures it opens and rejects at once for `BREAKER_COOLDOWN`, then lets one trial through.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BreakerConfig {
+    /// Consecutive connection failures that open the database circuit breaker.
     #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub breaker_failure_threshold: u32,
+    /// How long the open breaker rejects before letting one trial call through.
     #[arg(long, env = "BREAKER_COOLDOWN", default_value = "10s", value_parser = parse_duration)]
     pub breaker_cooldown: Duration,
 }
@@ -186,9 +188,7 @@ impl DatabaseUrl {
     }
 
     pub fn password(&self) -> Option<String> {
-        self.0.password().map(|p| {
-            percent_decode(p)
-        })
+        self.0.password().map(percent_decode)
     }
 
     pub fn database_name(&self) -> &str {
@@ -243,14 +243,21 @@ impl FromStr for DatabaseUrl {
             ));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err("expected a host, as in postgres://postgres@127.0.0.1:5432/leadflow".into());
+            return Err(
+                "expected a host, as in postgres://postgres@127.0.0.1:5432/leadflow".into(),
+            );
         }
         if url.username().is_empty() {
-            return Err("expected a user, as in postgres://postgres@127.0.0.1:5432/leadflow".into());
+            return Err(
+                "expected a user, as in postgres://postgres@127.0.0.1:5432/leadflow".into(),
+            );
         }
         let name = url.path().trim_start_matches('/');
         if name.is_empty() || name.contains('/') {
-            return Err("expected a database name, as in postgres://postgres@127.0.0.1:5432/leadflow".into());
+            return Err(
+                "expected a database name, as in postgres://postgres@127.0.0.1:5432/leadflow"
+                    .into(),
+            );
         }
         Ok(Self(url))
     }
@@ -300,16 +307,13 @@ mod tests {
     #[test]
     fn a_bad_value_names_its_variable_and_never_echoes_a_password() {
         let err = PlatformConfig::try_from_args(["--database-url", "mysql://u:hunter2@db/x"])
-            .err()
-            .expect("rejected");
+            .expect_err("rejected");
         let text = err.to_string();
         assert!(text.contains("DATABASE_URL"), "{text}");
         assert!(text.contains("postgres://"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
 
-        let err = PlatformConfig::try_from_args(["--db-pool-max", "lots"])
-            .err()
-            .expect("rejected");
+        let err = PlatformConfig::try_from_args(["--db-pool-max", "lots"]).expect_err("rejected");
         assert!(err.to_string().contains("DB_POOL_MAX"), "{err}");
     }
 
@@ -318,10 +322,15 @@ mod tests {
         let url: DatabaseUrl = "postgres://app:s%40cret@db.internal:5432/leadflow"
             .parse()
             .expect("valid");
-        assert_eq!(url.redacted(), "postgres://app:***@db.internal:5432/leadflow");
+        assert_eq!(
+            url.redacted(),
+            "postgres://app:***@db.internal:5432/leadflow"
+        );
         assert!(!format!("{url:?} {url}").contains("cret"));
         assert_eq!(url.password().as_deref(), Some("s@cret"));
-        let scrubbed = url.scrub("failed for s@cret and s%40cret via postgres://app:s%40cret@db.internal:5432/leadflow");
+        let scrubbed = url.scrub(
+            "failed for s@cret and s%40cret via postgres://app:s%40cret@db.internal:5432/leadflow",
+        );
         assert!(!scrubbed.contains("cret"), "{scrubbed}");
         assert_eq!(url.with_database("other").database_name(), "other");
     }

@@ -38,7 +38,10 @@ async fn health_json(State(platform): State<Arc<Platform>>) -> Response {
 async fn metrics(State(platform): State<Arc<Platform>>) -> Response {
     match platform.render_metrics() {
         Ok(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
@@ -78,7 +81,11 @@ pub fn track_requests(router: Router, metrics: Arc<Metrics>) -> Router {
     router.layer(middleware::from_fn_with_state(metrics, record_request))
 }
 
-async fn record_request(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+async fn record_request(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()

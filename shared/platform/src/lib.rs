@@ -17,4 +17,20 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use platform::Platform;
+
+/// "outer: inner: innermost", so the root cause is not lost behind a generic wrapper when an
+/// error is logged or shown.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
 pub use server::Server;

@@ -126,7 +126,11 @@ impl Metrics {
     }
 
     fn set_breaker_state(&self, current: BreakerState) {
-        for state in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
+        for state in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
             self.breaker_state
                 .with_label_values(&[state.as_str()])
                 .set(i64::from(state == current));
@@ -157,13 +161,23 @@ impl Metrics {
 struct Registrar<'a>(&'a Registry);
 
 impl Registrar<'_> {
-    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
         let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
         self.0.register(Box::new(metric.clone()))?;
         Ok(metric)
     }
 
-    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    fn gauge_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntGaugeVec> {
         let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
         self.0.register(Box::new(metric.clone()))?;
         Ok(metric)
@@ -175,7 +189,12 @@ impl Registrar<'_> {
         Ok(metric)
     }
 
-    fn histogram_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<HistogramVec> {
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<HistogramVec> {
         let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
         let metric = HistogramVec::new(opts, labels)?;
         self.0.register(Box::new(metric.clone()))?;
@@ -190,18 +209,28 @@ mod tests {
     #[test]
     fn renders_with_service_label_and_namespace() {
         let m = Metrics::new("scorer").expect("registry");
-        m.http_requests.with_label_values(&["/health", "GET", "200"]).inc();
+        m.http_requests
+            .with_label_values(&["/health", "GET", "200"])
+            .inc();
         let text = m.render().expect("render");
         let line = text
             .lines()
             .find(|l| l.starts_with("leadflow_http_requests_total{"))
             .expect("request counter rendered");
-        for label in [r#"route="/health""#, r#"method="GET""#, r#"status="200""#, r#"service="scorer""#] {
+        for label in [
+            r#"route="/health""#,
+            r#"method="GET""#,
+            r#"status="200""#,
+            r#"service="scorer""#,
+        ] {
             assert!(line.contains(label), "{line}");
         }
         assert!(line.ends_with(" 1"), "{line}");
-        assert!(text.lines().any(|l| l.starts_with("leadflow_circuit_breaker_state{")
-            && l.contains(r#"state="closed""#)
-            && l.ends_with(" 1")));
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("leadflow_circuit_breaker_state{")
+                    && l.contains(r#"state="closed""#)
+                    && l.ends_with(" 1"))
+        );
     }
 }

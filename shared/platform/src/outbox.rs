@@ -20,12 +20,14 @@ use crate::{
 /// Writes `event` to the outbox on the caller's connection, normally inside its transaction.
 pub async fn enqueue(conn: &mut PgConnection, event: &Envelope) -> sqlx::Result<()> {
     let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query("insert into outbox (id, subject, payload) values ($1, $2, $3) on conflict (id) do nothing")
-        .bind(event.id)
-        .bind(&event.kind)
-        .bind(payload)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "insert into outbox (id, subject, payload) values ($1, $2, $3) on conflict (id) do nothing",
+    )
+    .bind(event.id)
+    .bind(&event.kind)
+    .bind(payload)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -66,7 +68,12 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
-    pub fn new(pool: sqlx::PgPool, bus: Arc<Bus>, metrics: Arc<Metrics>, config: RelayConfig) -> Self {
+    pub fn new(
+        pool: sqlx::PgPool,
+        bus: Arc<Bus>,
+        metrics: Arc<Metrics>,
+        config: RelayConfig,
+    ) -> Self {
         Self {
             pool,
             bus,
@@ -129,11 +136,13 @@ impl OutboxRelay {
             .await?;
         if !failed.is_empty() {
             let ids: Vec<Uuid> = failed.iter().map(|(id, _)| *id).collect();
-            sqlx::query("update outbox set attempts = attempts + 1, last_error = $2 where id = any($1)")
-                .bind(&ids)
-                .bind(&failed[0].1)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "update outbox set attempts = attempts + 1, last_error = $2 where id = any($1)",
+            )
+            .bind(&ids)
+            .bind(&failed[0].1)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
 
@@ -170,7 +179,11 @@ impl OutboxRelay {
                 }
                 Err(err) => {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(error = %err, retry_in = ?delay, "outbox relay failed; events stay in the outbox");
+                    tracing::warn!(
+                        error = %crate::error_chain(&err),
+                        retry_in = ?delay,
+                        "outbox relay failed; events stay in the outbox"
+                    );
                     delay
                 }
             };

@@ -123,15 +123,19 @@ impl Platform {
         if self.bus.state() != NatsState::Connected {
             reasons.push("NATS unreachable");
         }
-        if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
     }
 
     /// The Prometheus text format, with gauges brought up to date first.
     pub fn render_metrics(&self) -> Result<String, prometheus::Error> {
         self.metrics.set_pool(self.db.pool_stats());
-        self.metrics
-            .db_up
-            .set(i64::from(self.report().database.status == Connectivity::Connected));
+        self.metrics.db_up.set(i64::from(
+            self.report().database.status == Connectivity::Connected,
+        ));
         self.metrics
             .nats_up
             .set(i64::from(self.bus.state() == NatsState::Connected));
@@ -147,7 +151,10 @@ impl Platform {
             .await
             .is_err()
         {
-            tracing::warn!(service = self.service, "background tasks did not stop in time");
+            tracing::warn!(
+                service = self.service,
+                "background tasks did not stop in time"
+            );
         }
         self.bus.close().await;
         self.db.close().await;
@@ -172,17 +179,24 @@ async fn watch_nats(platform: Arc<Platform>) {
     let mut backoff = retry_backoff();
     loop {
         let pause = if platform.bus.state() != NatsState::Connected {
-            backoff.next().unwrap_or(platform.config.health_probe_interval)
+            backoff
+                .next()
+                .unwrap_or(platform.config.health_probe_interval)
         } else if platform.bus.setup_error().is_some() {
             match platform.bus.ensure_topology(&platform.consumers).await {
                 Ok(()) => {
-                    tracing::info!(service = platform.service, "JetStream streams and consumers ready");
+                    tracing::info!(
+                        service = platform.service,
+                        "JetStream streams and consumers ready"
+                    );
                     backoff = retry_backoff();
                     std::time::Duration::ZERO
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "setting up JetStream streams failed; retrying");
-                    backoff.next().unwrap_or(platform.config.health_probe_interval)
+                    tracing::warn!(error = %crate::error_chain(&*e), "setting up JetStream streams failed; retrying");
+                    backoff
+                        .next()
+                        .unwrap_or(platform.config.health_probe_interval)
                 }
             }
         } else {
@@ -205,14 +219,25 @@ async fn refresh_consumer_stats(platform: &Platform) {
             for c in &stats {
                 let pending = i64::try_from(c.pending).unwrap_or(i64::MAX);
                 let ack_pending = i64::try_from(c.ack_pending).unwrap_or(i64::MAX);
-                platform.metrics.consumer_pending.with_label_values(&[&c.name]).set(pending);
-                platform.metrics.consumer_ack_pending.with_label_values(&[&c.name]).set(ack_pending);
+                platform
+                    .metrics
+                    .consumer_pending
+                    .with_label_values(&[&c.name])
+                    .set(pending);
+                platform
+                    .metrics
+                    .consumer_ack_pending
+                    .with_label_values(&[&c.name])
+                    .set(ack_pending);
             }
-            *platform.consumer_stats.write().unwrap_or_else(|e| e.into_inner()) = stats;
+            *platform
+                .consumer_stats
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = stats;
         }
         Err(e) => {
             // A consumer or stream went missing (e.g. NATS restarted without its store): set up again.
-            tracing::warn!(error = %e, "reading consumer state failed; re-creating topology");
+            tracing::warn!(error = %crate::error_chain(&*e), "reading consumer state failed; re-creating topology");
             let _ = platform.bus.ensure_topology(&platform.consumers).await;
         }
     }

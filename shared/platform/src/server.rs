@@ -26,7 +26,12 @@ pub struct Server {
 impl Server {
     /// Binds `addr` and assembles the service's `routes` with the platform's health and metrics
     /// routes, request ids, a tracing span per request, request metrics and a JSON 404.
-    pub async fn bind(platform: Arc<Platform>, addr: SocketAddr, routes: Router, addr_variable: &str) -> anyhow::Result<Self> {
+    pub async fn bind(
+        platform: Arc<Platform>,
+        addr: SocketAddr,
+        routes: Router,
+        addr_variable: &str,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr} ({addr_variable})"))?;

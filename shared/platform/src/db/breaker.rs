@@ -136,7 +136,8 @@ impl CircuitBreaker {
         let before = inner.state;
         if success {
             inner.failures = 0;
-            if before != BreakerState::Closed && (permit.trial || before == BreakerState::HalfOpen) {
+            if before != BreakerState::Closed && (permit.trial || before == BreakerState::HalfOpen)
+            {
                 inner.state = BreakerState::Closed;
                 inner.opened = None;
             }
@@ -177,7 +178,10 @@ mod tests {
 
     use super::*;
 
-    fn breaker(threshold: u32, cooldown_ms: u64) -> (CircuitBreaker, Arc<Mutex<Vec<BreakerState>>>) {
+    fn breaker(
+        threshold: u32,
+        cooldown_ms: u64,
+    ) -> (CircuitBreaker, Arc<Mutex<Vec<BreakerState>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         let cfg = BreakerConfig {
@@ -226,7 +230,11 @@ mod tests {
         assert_eq!(b.snapshot().failures, 0);
         assert_eq!(
             *seen.lock().expect("log"),
-            vec![BreakerState::Open, BreakerState::HalfOpen, BreakerState::Closed]
+            vec![
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+                BreakerState::Closed
+            ]
         );
     }
 

@@ -27,7 +27,10 @@ pub async fn ensure_database(url: &DatabaseUrl) -> anyhow::Result<bool> {
     // Identifiers cannot be bound as parameters; quote it the way PostgreSQL does.
     let statement = format!("create database \"{}\"", name.replace('"', "\"\""));
     // Audited: the name is quoted as an identifier above.
-    match sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await {
+    match sqlx::query(sqlx::AssertSqlSafe(statement))
+        .execute(&mut conn)
+        .await
+    {
         Ok(_) => Ok(true),
         // another process created it between our check and our create
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(DUPLICATE_DATABASE) => {

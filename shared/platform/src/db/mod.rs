@@ -23,6 +23,7 @@ pub use migrate::{MIGRATOR, ensure_database, migrate};
 
 use crate::{
     config::{BreakerConfig, DatabaseConfig, DatabaseUrl},
+    error_chain,
     metrics::Metrics,
 };
 
@@ -189,8 +190,8 @@ impl Database {
         if let Some(permit) = permit {
             self.breaker.record(permit, status.connected);
         }
-        let previous = self.status().connected;
-        if previous != status.connected {
+        let previous = self.status();
+        if previous.connected != status.connected || previous.error_type != status.error_type {
             match (&status.error_type, &status.error_message) {
                 (Some(kind), Some(message)) => tracing::warn!(
                     service = %self.service,
@@ -237,12 +238,17 @@ impl Database {
 
     /// The last probe's verdict (cheap: health endpoints call this on every request).
     pub fn status(&self) -> DbStatus {
-        self.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn pool_stats(&self) -> PoolStats {
         let size = self.pool.size();
-        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX).min(size);
+        let idle = u32::try_from(self.pool.num_idle())
+            .unwrap_or(u32::MAX)
+            .min(size);
         let max = self.pool.options().get_max_connections();
         let in_use = size - idle;
         PoolStats {
@@ -250,26 +256,15 @@ impl Database {
             idle,
             in_use,
             max,
-            utilization: if max == 0 { 0.0 } else { f64::from(in_use) / f64::from(max) },
+            utilization: if max == 0 {
+                0.0
+            } else {
+                f64::from(in_use) / f64::from(max)
+            },
         }
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-/// "outer: inner: innermost", so the root cause is not lost behind a generic wrapper.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -44,13 +44,23 @@ code{{background:#f6f8fa;padding:.1rem .3rem;border-radius:4px}}
         color = urgency.1,
         urgency = urgency.0,
         uptime = report.uptime_s,
-        bar = if pct >= 90.0 { "#cf222e" } else if pct >= 75.0 { "#9a6700" } else { "#1a7f37" },
+        bar = if pct >= 90.0 {
+            "#cf222e"
+        } else if pct >= 75.0 {
+            "#9a6700"
+        } else {
+            "#1a7f37"
+        },
     );
 
     let _ = write!(
         page,
         r#"<section><h2>Database: {state}</h2>"#,
-        state = if db.status == Connectivity::Connected { "connected" } else { "disconnected" }
+        state = if db.status == Connectivity::Connected {
+            "connected"
+        } else {
+            "disconnected"
+        }
     );
     if let Some(kind) = db.error_type {
         let _ = write!(
@@ -82,7 +92,9 @@ code{{background:#f6f8fa;padding:.1rem .3rem;border-radius:4px}}
         breaker.failures,
         breaker
             .opened_at
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| t
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok())
             .map(|t| format!(" · opened at {t}"))
             .unwrap_or_default()
     );
@@ -93,7 +105,11 @@ code{{background:#f6f8fa;padding:.1rem .3rem;border-radius:4px}}
         "<section><h2>NATS: {}</h2><p>{} · streams {}</p>",
         serde_plain(&nats.status),
         esc(&nats.url),
-        if nats.streams_ready { "ready" } else { "not ready" }
+        if nats.streams_ready {
+            "ready"
+        } else {
+            "not ready"
+        }
     );
     if let Some(err) = &nats.setup_error {
         let _ = write!(page, "<p>{}</p>", esc(err));
@@ -145,6 +161,9 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(esc(r#"<script>"x"&'y'"#), "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;");
+        assert_eq!(
+            esc(r#"<script>"x"&'y'"#),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;"
+        );
     }
 }

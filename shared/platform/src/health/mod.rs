@@ -142,39 +142,84 @@ mod tests {
 
     fn db(connected: bool, utilization: f64) -> DatabaseHealth {
         DatabaseHealth {
-            status: if connected { Connectivity::Connected } else { Connectivity::Disconnected },
+            status: if connected {
+                Connectivity::Connected
+            } else {
+                Connectivity::Disconnected
+            },
             error_type: None,
             error_message: None,
             fix: None,
             latency_ms: None,
-            pool: PoolStats { size: 10, idle: 0, in_use: 10, max: 10, utilization },
+            pool: PoolStats {
+                size: 10,
+                idle: 0,
+                in_use: 10,
+                max: 10,
+                utilization,
+            },
         }
     }
 
     fn nats(status: NatsState) -> NatsHealth {
-        NatsHealth { status, url: String::new(), streams_ready: true, setup_error: None }
+        NatsHealth {
+            status,
+            url: String::new(),
+            streams_ready: true,
+            setup_error: None,
+        }
     }
 
     #[test]
     fn all_well_is_ok_and_low() {
-        let verdict = assess(&db(true, 0.1), BreakerState::Closed, &nats(NatsState::Connected), &[]);
+        let verdict = assess(
+            &db(true, 0.1),
+            BreakerState::Closed,
+            &nats(NatsState::Connected),
+            &[],
+        );
         assert_eq!(verdict, (Status::Ok, Urgency::Low));
     }
 
     #[test]
     fn losing_the_database_is_down_and_critical_whatever_else_holds() {
-        let verdict = assess(&db(false, 0.0), BreakerState::Open, &nats(NatsState::Disconnected), &[]);
+        let verdict = assess(
+            &db(false, 0.0),
+            BreakerState::Open,
+            &nats(NatsState::Disconnected),
+            &[],
+        );
         assert_eq!(verdict, (Status::Down, Urgency::Critical));
     }
 
     #[test]
     fn losing_nats_or_a_saturated_pool_degrades() {
-        let no_nats = assess(&db(true, 0.1), BreakerState::Closed, &nats(NatsState::Disconnected), &[]);
+        let no_nats = assess(
+            &db(true, 0.1),
+            BreakerState::Closed,
+            &nats(NatsState::Disconnected),
+            &[],
+        );
         assert_eq!(no_nats, (Status::Degraded, Urgency::High));
-        let busy = assess(&db(true, 0.95), BreakerState::Closed, &nats(NatsState::Connected), &[]);
+        let busy = assess(
+            &db(true, 0.95),
+            BreakerState::Closed,
+            &nats(NatsState::Connected),
+            &[],
+        );
         assert_eq!(busy, (Status::Degraded, Urgency::Medium));
-        let lag = [ConsumerStats { name: "c".into(), pending: LAG_WARNING, ack_pending: 0, redelivered: 0 }];
-        let lagging = assess(&db(true, 0.1), BreakerState::Closed, &nats(NatsState::Connected), &lag);
+        let lag = [ConsumerStats {
+            name: "c".into(),
+            pending: LAG_WARNING,
+            ack_pending: 0,
+            redelivered: 0,
+        }];
+        let lagging = assess(
+            &db(true, 0.1),
+            BreakerState::Closed,
+            &nats(NatsState::Connected),
+            &lag,
+        );
         assert_eq!(lagging, (Status::Degraded, Urgency::Medium));
     }
 }

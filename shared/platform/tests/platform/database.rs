@@ -1,4 +1,8 @@
-use std::{net::SocketAddr, sync::Arc, time::{Duration, Instant}};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use leadflow_platform::{
     config::DatabaseUrl,
@@ -21,10 +25,17 @@ fn postgres_addr() -> SocketAddr {
 
 #[tokio::test]
 async fn an_unresolvable_host_is_a_dns_resolution_failure_and_the_password_stays_secret() {
-    let db = database("postgres://leadflow:hunter2-secret@db.nonexistent.invalid:5432/leadflow", &[]);
+    let db = database(
+        "postgres://leadflow:hunter2-secret@db.nonexistent.invalid:5432/leadflow",
+        &[],
+    );
     let status = db.probe().await;
     assert!(!status.connected);
-    assert_eq!(status.error_type, Some(ErrorType::DnsResolutionFailure), "{status:?}");
+    assert_eq!(
+        status.error_type,
+        Some(ErrorType::DnsResolutionFailure),
+        "{status:?}"
+    );
     assert!(status.fix.is_some());
     let shown = serde_json::to_string(&status).expect("json");
     assert!(!shown.contains("hunter2"), "{shown}");
@@ -33,25 +44,44 @@ async fn an_unresolvable_host_is_a_dns_resolution_failure_and_the_password_stays
 #[tokio::test]
 async fn a_closed_port_is_connection_refused() {
     let port = closed_port().await;
-    let db = database(&format!("postgres://postgres:pw@127.0.0.1:{port}/leadflow"), &[]);
+    let db = database(
+        &format!("postgres://postgres:pw@127.0.0.1:{port}/leadflow"),
+        &[],
+    );
     let status = db.probe().await;
-    assert_eq!(status.error_type, Some(ErrorType::ConnectionRefused), "{status:?}");
+    assert_eq!(
+        status.error_type,
+        Some(ErrorType::ConnectionRefused),
+        "{status:?}"
+    );
     assert!(status.fix.expect("fix").contains("Start PostgreSQL"));
 }
 
 #[tokio::test]
 async fn a_missing_database_and_an_unknown_user_are_told_apart() {
     let missing = database(
-        &format!("postgres://postgres@127.0.0.1:5432/leadflow_missing_{}", uuid::Uuid::new_v4().simple()),
+        &format!(
+            "postgres://postgres@127.0.0.1:5432/leadflow_missing_{}",
+            uuid::Uuid::new_v4().simple()
+        ),
         &[],
     );
-    assert_eq!(missing.probe().await.error_type, Some(ErrorType::DatabaseMissing));
+    assert_eq!(
+        missing.probe().await.error_type,
+        Some(ErrorType::DatabaseMissing)
+    );
 
     let stranger = database(
-        &format!("postgres://nobody_{}@127.0.0.1:5432/postgres", uuid::Uuid::new_v4().simple()),
+        &format!(
+            "postgres://nobody_{}@127.0.0.1:5432/postgres",
+            uuid::Uuid::new_v4().simple()
+        ),
         &[],
     );
-    assert_eq!(stranger.probe().await.error_type, Some(ErrorType::AuthFailed));
+    assert_eq!(
+        stranger.probe().await.error_type,
+        Some(ErrorType::AuthFailed)
+    );
 }
 
 #[tokio::test]
@@ -69,19 +99,31 @@ async fn a_reachable_database_is_connected_with_latency_and_pool_figures() {
 }
 
 #[tokio::test]
-async fn the_breaker_opens_after_the_configured_failures_fails_fast_and_closes_when_the_database_returns() {
+async fn the_breaker_opens_after_the_configured_failures_fails_fast_and_closes_when_the_database_returns()
+ {
     let test_db = TestDb::empty().await;
     let proxy = TcpProxy::start(postgres_addr(), false).await;
     let url = format!("postgres://postgres@{}/{}", proxy.addr(), test_db.name);
     let db = database(
         &url,
-        &["--breaker-failure-threshold", "2", "--breaker-cooldown", "300ms", "--db-acquire-timeout", "500ms"],
+        &[
+            "--breaker-failure-threshold",
+            "2",
+            "--breaker-cooldown",
+            "300ms",
+            "--db-acquire-timeout",
+            "500ms",
+        ],
     );
-    let select_one = || db.guarded(|pool| async move { sqlx::query("select 1").execute(&pool).await });
+    let select_one =
+        || db.guarded(|pool| async move { sqlx::query("select 1").execute(&pool).await });
 
     for attempt in 1..=2 {
         let err = select_one().await.expect_err("database is cut off");
-        assert!(matches!(err, DbError::Query(_)) && err.is_unavailable(), "attempt {attempt}: {err:?}");
+        assert!(
+            matches!(err, DbError::Query(_)) && err.is_unavailable(),
+            "attempt {attempt}: {err:?}"
+        );
     }
     assert_eq!(db.breaker().state(), BreakerState::Open);
     assert_eq!(db.breaker().snapshot().failures, 2);
@@ -89,11 +131,17 @@ async fn the_breaker_opens_after_the_configured_failures_fails_fast_and_closes_w
     let started = Instant::now();
     let err = select_one().await.expect_err("open breaker rejects");
     assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
-    assert!(started.elapsed() < Duration::from_millis(50), "rejection took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "rejection took {:?}",
+        started.elapsed()
+    );
 
     proxy.set_up(true);
     tokio::time::sleep(Duration::from_millis(350)).await;
-    select_one().await.expect("trial call after the cooldown succeeds");
+    select_one()
+        .await
+        .expect("trial call after the cooldown succeeds");
     assert_eq!(db.breaker().state(), BreakerState::Closed);
     assert_eq!(db.breaker().snapshot().failures, 0);
     db.close().await;
@@ -106,7 +154,14 @@ async fn the_health_probe_alone_recovers_the_breaker_and_the_status_without_traf
     let url = format!("postgres://postgres@{}/{}", proxy.addr(), test_db.name);
     let db = database(
         &url,
-        &["--breaker-failure-threshold", "1", "--breaker-cooldown", "200ms", "--db-acquire-timeout", "500ms"],
+        &[
+            "--breaker-failure-threshold",
+            "1",
+            "--breaker-cooldown",
+            "200ms",
+            "--db-acquire-timeout",
+            "500ms",
+        ],
     );
     assert!(!db.probe().await.connected);
     assert_eq!(db.breaker().state(), BreakerState::Open);
@@ -120,17 +175,37 @@ async fn the_health_probe_alone_recovers_the_breaker_and_the_status_without_traf
 }
 
 const TABLES: &[&str] = &[
-    "users", "refresh_tokens", "stream_tickets", "inventory_items", "leads", "lead_activities",
-    "lead_notes", "assignments", "notifications", "lead_engagement_events", "anonymous_identities",
-    "lead_scores", "lead_insights", "rescore_runs", "processed_events", "tracking_keys", "audit_log",
-    "outbox", "webhooks", "webhook_deliveries", "webhook_attempts", "email_queue",
+    "users",
+    "refresh_tokens",
+    "stream_tickets",
+    "inventory_items",
+    "leads",
+    "lead_activities",
+    "lead_notes",
+    "assignments",
+    "notifications",
+    "lead_engagement_events",
+    "anonymous_identities",
+    "lead_scores",
+    "lead_insights",
+    "rescore_runs",
+    "processed_events",
+    "tracking_keys",
+    "audit_log",
+    "outbox",
+    "webhooks",
+    "webhook_deliveries",
+    "webhook_attempts",
+    "email_queue",
 ];
 
 #[tokio::test]
 async fn migrations_create_the_database_apply_to_it_and_are_idempotent() {
     let test_db = TestDb::not_yet_created();
     let url: DatabaseUrl = test_db.url.parse().expect("url");
-    db::migrate(&url).await.expect("first run creates and migrates");
+    db::migrate(&url)
+        .await
+        .expect("first run creates and migrates");
     db::migrate(&url).await.expect("second run is a no-op");
 
     let pool = sqlx::PgPool::connect(url.expose()).await.expect("connect");
@@ -146,7 +221,10 @@ async fn migrations_create_the_database_apply_to_it_and_are_idempotent() {
     .await
     .expect("tables");
     for table in TABLES {
-        assert!(tables.iter().any(|t| t == table), "missing table {table}: {tables:?}");
+        assert!(
+            tables.iter().any(|t| t == table),
+            "missing table {table}: {tables:?}"
+        );
     }
     pool.close().await;
 }
@@ -164,10 +242,12 @@ async fn the_schema_enforces_what_the_design_promises() {
     .fetch_one(&pool)
     .await
     .expect("user");
-    let duplicate = sqlx::query("insert into users (email, name, password_hash) values ('rep@example.com', 'Twin', 'x')")
-        .execute(&pool)
-        .await
-        .expect_err("e-mail is unique");
+    let duplicate = sqlx::query(
+        "insert into users (email, name, password_hash) values ('rep@example.com', 'Twin', 'x')",
+    )
+    .execute(&pool)
+    .await
+    .expect_err("e-mail is unique");
     assert_eq!(
         duplicate.as_database_error().and_then(|e| e.constraint()),
         Some("users_email_key")
@@ -179,7 +259,10 @@ async fn the_schema_enforces_what_the_design_promises() {
     .fetch_one(&pool)
     .await
     .expect("lead");
-    let bad_score = sqlx::query("update leads set score = 101 where id = $1").bind(lead).execute(&pool).await;
+    let bad_score = sqlx::query("update leads set score = 101 where id = $1")
+        .bind(lead)
+        .execute(&pool)
+        .await;
     assert!(bad_score.is_err(), "score is bounded to 0-100");
 
     sqlx::query("insert into assignments (lead_id, assignee_id) values ($1, $2)")
@@ -195,23 +278,26 @@ async fn the_schema_enforces_what_the_design_promises() {
         .await;
     assert!(second.is_err(), "one active assignment per lead");
 
-    let before: time::OffsetDateTime = sqlx::query_scalar("select updated_at from leads where id = $1")
-        .bind(lead)
-        .fetch_one(&pool)
-        .await
-        .expect("updated_at");
-    let after: time::OffsetDateTime =
-        sqlx::query_scalar("update leads set status = 'contacted' where id = $1 returning updated_at")
+    let before: time::OffsetDateTime =
+        sqlx::query_scalar("select updated_at from leads where id = $1")
             .bind(lead)
             .fetch_one(&pool)
             .await
-            .expect("update");
+            .expect("updated_at");
+    let after: time::OffsetDateTime = sqlx::query_scalar(
+        "update leads set status = 'contacted' where id = $1 returning updated_at",
+    )
+    .bind(lead)
+    .fetch_one(&pool)
+    .await
+    .expect("update");
     assert!(after > before, "updated_at trigger");
 
-    let found: i64 = sqlx::query_scalar("select count(*) from leads where 'lovelace' <% search_text")
-        .fetch_one(&pool)
-        .await
-        .expect("trigram search");
+    let found: i64 =
+        sqlx::query_scalar("select count(*) from leads where 'lovelace' <% search_text")
+            .fetch_one(&pool)
+            .await
+            .expect("trigram search");
     assert_eq!(found, 1);
     pool.close().await;
 }

@@ -7,7 +7,12 @@ mod server;
 use leadflow_platform::config::PlatformConfig;
 
 /// Configuration for a test: the given database and NATS, a private namespace, short timings.
-pub fn config(database_url: &str, nats_url: &str, namespace: &str, extra: &[&str]) -> PlatformConfig {
+pub fn config(
+    database_url: &str,
+    nats_url: &str,
+    namespace: &str,
+    extra: &[&str],
+) -> PlatformConfig {
     let mut args = vec![
         "--database-url",
         database_url,

@@ -45,9 +45,16 @@ async fn stored_messages(namespace: &str) -> Vec<(String, Uuid)> {
     let client = async_nats::connect(nats_url()).await.expect("nats");
     let jetstream = async_nats::jetstream::new(client);
     let ns = Namespace::parse(namespace).expect("namespace");
-    let mut stream = jetstream.get_stream(ns.stream_name(Stream::Domain)).await.expect("stream");
+    let mut stream = jetstream
+        .get_stream(ns.stream_name(Stream::Domain))
+        .await
+        .expect("stream");
     let info = stream.info().await.expect("info");
-    let (first, last, count) = (info.state.first_sequence, info.state.last_sequence, info.state.messages);
+    let (first, last, count) = (
+        info.state.first_sequence,
+        info.state.last_sequence,
+        info.state.messages,
+    );
     let mut messages = Vec::new();
     if count == 0 {
         return messages;
@@ -66,7 +73,10 @@ async fn stored_messages(namespace: &str) -> Vec<(String, Uuid)> {
 }
 
 async fn outbox_rows(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("select count(*) from outbox").fetch_one(pool).await.expect("count")
+    sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(pool)
+        .await
+        .expect("count")
 }
 
 #[tokio::test]
@@ -75,7 +85,11 @@ async fn the_relay_delivers_every_row_exactly_once_even_when_nats_was_unreachabl
     let test_db = TestDb::empty().await;
     let pool = migrated_pool(&test_db).await;
     let namespace = unique_namespace();
-    bus(&nats_url(), &namespace).await.ensure_topology(&[]).await.expect("streams");
+    bus(&nats_url(), &namespace)
+        .await
+        .ensure_topology(&[])
+        .await
+        .expect("streams");
 
     let nats_addr: SocketAddr = "127.0.0.1:4222".parse().expect("addr");
     let proxy = TcpProxy::start(nats_addr, false).await;
@@ -87,12 +101,19 @@ async fn the_relay_delivers_every_row_exactly_once_even_when_nats_was_unreachabl
         pool.clone(),
         relay_bus,
         Arc::new(Metrics::new("test").expect("metrics")),
-        RelayConfig { batch_size: 16, idle_interval: Duration::from_millis(50) },
+        RelayConfig {
+            batch_size: 16,
+            idle_interval: Duration::from_millis(50),
+        },
     );
     let running = tokio::spawn(relay.run(token.clone()));
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(outbox_rows(&pool).await, 40, "nothing may leave the outbox without an ack");
+    assert_eq!(
+        outbox_rows(&pool).await,
+        40,
+        "nothing may leave the outbox without an ack"
+    );
     assert!(stored_messages(&namespace).await.is_empty());
 
     proxy.set_up(true);
@@ -131,7 +152,10 @@ async fn two_relays_share_one_outbox_without_publishing_a_row_twice() {
             pool.clone(),
             bus(&nats_url(), &namespace).await,
             metrics.clone(),
-            RelayConfig { batch_size: 25, idle_interval: Duration::from_millis(20) },
+            RelayConfig {
+                batch_size: 25,
+                idle_interval: Duration::from_millis(20),
+            },
         );
         relays.push(tokio::spawn(relay.run(token.clone())));
     }
@@ -148,7 +172,10 @@ async fn two_relays_share_one_outbox_without_publishing_a_row_twice() {
     let unique: HashSet<Uuid> = stored.iter().map(|(_, id)| *id).collect();
     assert_eq!(stored.len(), 300);
     assert_eq!(unique, ids);
-    let published = metrics.events_published.with_label_values(&["DOMAIN"]).get();
+    let published = metrics
+        .events_published
+        .with_label_values(&["DOMAIN"])
+        .get();
     assert_eq!(published, 300);
     drop_namespace(&namespace).await;
 }

@@ -13,7 +13,9 @@ async fn shutdown_lets_in_flight_requests_finish_then_stops_accepting() {
     let namespace = unique_namespace();
     let cfg = config(&test_db.url, &nats_url(), &namespace, &[]);
     let token = CancellationToken::new();
-    let platform = Platform::start("test", &cfg, Vec::new(), token.clone()).await.expect("platform");
+    let platform = Platform::start("test", &cfg, Vec::new(), token.clone())
+        .await
+        .expect("platform");
     let routes = Router::new().route(
         "/slow",
         get(|| async {
@@ -21,9 +23,14 @@ async fn shutdown_lets_in_flight_requests_finish_then_stops_accepting() {
             "finished"
         }),
     );
-    let server = Server::bind(platform, "127.0.0.1:0".parse().expect("addr"), routes, "TEST_ADDR")
-        .await
-        .expect("bind");
+    let server = Server::bind(
+        platform,
+        "127.0.0.1:0".parse().expect("addr"),
+        routes,
+        "TEST_ADDR",
+    )
+    .await
+    .expect("bind");
     let base = format!("http://{}", server.local_addr());
     let running = tokio::spawn(server.run_until_stopped());
 
@@ -36,7 +43,10 @@ async fn shutdown_lets_in_flight_requests_finish_then_stops_accepting() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     token.cancel();
 
-    let response = in_flight.await.expect("task").expect("in-flight request completes");
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("in-flight request completes");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.expect("body"), "finished");
     tokio::time::timeout(Duration::from_secs(10), running)
@@ -44,6 +54,9 @@ async fn shutdown_lets_in_flight_requests_finish_then_stops_accepting() {
         .expect("stops within the shutdown timeout")
         .expect("task")
         .expect("clean stop");
-    assert!(reqwest::get(format!("{base}/livez")).await.is_err(), "no longer accepting");
+    assert!(
+        reqwest::get(format!("{base}/livez")).await.is_err(),
+        "no longer accepting"
+    );
     drop_namespace(&namespace).await;
 }

@@ -1,0 +1,188 @@
+use std::{io::Write as _, process::Stdio, time::Duration};
+
+use leadflow_events::{Envelope, Namespace};
+use leadflow_testkit::{eventually, nats_url};
+use serde_json::Value;
+
+use crate::helpers::{Stack, get_json};
+
+fn assert_design_shape(health: &Value, service: &str) {
+    assert_eq!(health["service"], service, "{health}");
+    assert!(health["version"].is_string());
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["urgency"], "low", "{health}");
+    assert!(health["uptime_s"].is_u64());
+
+    let db = &health["database"];
+    assert_eq!(db["status"], "connected");
+    assert!(db["error_type"].is_null() && db["error_message"].is_null());
+    assert!(db["latency_ms"].as_f64().expect("latency_ms") >= 0.0);
+    let pool = &db["pool"];
+    for field in ["size", "idle", "in_use", "max"] {
+        assert!(pool[field].is_u64(), "pool.{field} in {health}");
+    }
+    let utilization = pool["utilization"].as_f64().expect("utilization");
+    assert!((0.0..=1.0).contains(&utilization));
+
+    let breaker = &health["circuit_breaker"];
+    assert_eq!(breaker["state"], "closed");
+    assert_eq!(breaker["failures"], 0);
+    assert!(breaker["opened_at"].is_null());
+
+    assert_eq!(health["nats"]["status"], "connected");
+    assert!(health["consumers"].is_array());
+}
+
+#[tokio::test]
+async fn every_service_reports_the_designed_health_with_database_connected_and_breaker_closed() {
+    let stack = Stack::start().await;
+    let ns = Namespace::parse(&stack.namespace).expect("namespace");
+    for (base, service) in stack
+        .bases()
+        .into_iter()
+        .zip(["gateway", "scorer", "notifier"])
+    {
+        let (status, health) = get_json(&format!("{base}/health.json")).await;
+        assert_eq!(status, 200);
+        assert_design_shape(&health, service);
+
+        let (ready, _) = get_json(&format!("{base}/readyz")).await;
+        assert_eq!(ready, 200, "{service} ready");
+        let (live, _) = get_json(&format!("{base}/livez")).await;
+        assert_eq!(live, 200, "{service} live");
+
+        let page = reqwest::get(format!("{base}/health")).await.expect("page");
+        assert!(
+            page.headers()["content-type"]
+                .to_str()
+                .expect("type")
+                .starts_with("text/html")
+        );
+        let html = page.text().await.expect("html");
+        assert!(
+            html.contains(r#"http-equiv="refresh" content="5""#),
+            "refreshes every 5 s"
+        );
+        assert!(html.contains("urgency: low"));
+        assert!(html.contains("Circuit breaker: closed"));
+        assert!(html.contains("pool utilization"));
+        for external in ["src=\"http", "href=\"http", "@import", "<link"] {
+            assert!(
+                !html.contains(external),
+                "{service} health page loads {external}"
+            );
+        }
+    }
+
+    let consumer_names = |health: &Value| -> Vec<String> {
+        health["consumers"]
+            .as_array()
+            .expect("consumers")
+            .iter()
+            .map(|c| c["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let (_, scorer) = get_json(&format!("{}/health.json", stack.scorer)).await;
+    assert_eq!(
+        consumer_names(&scorer),
+        [ns.name("scorer_engagement"), ns.name("scorer_leads")]
+    );
+    let (_, notifier) = get_json(&format!("{}/health.json", stack.notifier)).await;
+    assert_eq!(
+        consumer_names(&notifier),
+        [ns.name("notifier_assignments"), ns.name("notifier_scores")]
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn consumer_lag_shows_in_health_and_metrics() {
+    let stack = Stack::start().await;
+    let ns = Namespace::parse(&stack.namespace).expect("namespace");
+    let client = async_nats::connect(nats_url()).await.expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    for _ in 0..3 {
+        let event = Envelope::new("engagement.page_view", "test").expect("valid");
+        jetstream
+            .publish(ns.subject(&event.kind), event.to_json().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let scorer_engagement = ns.name("scorer_engagement");
+    let url = format!("{}/health.json", stack.scorer);
+    eventually(Duration::from_secs(10), "scorer lag of 3", || async {
+        let (_, health) = get_json(&url).await;
+        health["consumers"]
+            .as_array()?
+            .iter()
+            .any(|c| c["name"] == scorer_engagement.as_str() && c["pending"] == 3)
+            .then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", stack.scorer))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("leadflow_consumer_pending_messages{")
+                && l.contains(&scorer_engagement)
+                && l.ends_with(" 3")),
+        "{metrics}"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn promtool_accepts_every_services_metrics() {
+    let stack = Stack::start().await;
+    for base in stack.bases() {
+        // Some traffic first, so labelled series and histograms are populated.
+        for path in ["/health.json", "/readyz", "/does-not-exist"] {
+            let _ = reqwest::get(format!("{base}{path}"))
+                .await
+                .expect("request");
+        }
+        let response = reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("metrics");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .expect("type")
+                .starts_with("text/plain")
+        );
+        let text = response.text().await.expect("text");
+        assert!(
+            text.contains(r#"route="unmatched""#),
+            "unknown paths share one series"
+        );
+
+        let mut promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool is installed (Debian package `prometheus`; .ci/run installs it)");
+        promtool
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write metrics");
+        let output = promtool.wait_with_output().expect("promtool runs");
+        assert!(
+            output.status.success(),
+            "promtool rejected {base}/metrics:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    stack.stop().await;
+}

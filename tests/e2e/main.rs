@@ -1,0 +1,6 @@
+//! The workspace's end-to-end tests: the services and the `leadflow` command against this
+//! machine's real PostgreSQL and NATS, each test in its own database and NATS namespace.
+
+mod cli;
+mod health;
+mod helpers;
