@@ -2,5 +2,6 @@
 //! machine's real PostgreSQL and NATS, each test in its own database and NATS namespace.
 
 mod cli;
+mod deploy;
 mod health;
 mod helpers;
