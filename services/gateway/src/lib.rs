@@ -11,7 +11,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use leadflow_platform::{
     Platform, Server,
-    outbox::{OutboxRelay, RelayConfig, retry_backoff},
+    outbox::{OutboxRelay, RelayConfig},
+    retry::backoff,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +61,7 @@ pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow
 /// Retries until the database is reachable, so the admin exists as soon as it can.
 async fn bootstrap_admin(platform: Arc<Platform>, admin: admin::NewAdmin) {
     let token = platform.shutdown_token();
-    let mut backoff = retry_backoff();
+    let mut delays = backoff();
     loop {
         match admin::upsert_admin(platform.db.pool(), &admin).await {
             Ok(_) => {
@@ -71,7 +72,7 @@ async fn bootstrap_admin(platform: Arc<Platform>, admin: admin::NewAdmin) {
                 return;
             }
             Err(err) => {
-                let delay = backoff.next().unwrap_or(std::time::Duration::from_secs(5));
+                let delay = delays.next().unwrap_or(std::time::Duration::from_secs(5));
                 tracing::warn!(
                     error = %leadflow_platform::error_chain(&err),
                     retry_in = ?delay,

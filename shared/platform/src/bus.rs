@@ -73,10 +73,11 @@ impl Bus {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(3))
-            // Cap the reconnect back-off so a returning server is noticed within seconds.
+            // Capped so a returning server is noticed within seconds; jittered so a fleet of
+            // clients does not reconnect in lock-step.
             .reconnect_delay_callback(|attempt| {
                 let millis = 100u64.saturating_mul(1 << attempt.min(5)).min(3_000);
-                Duration::from_millis(millis)
+                Duration::from_millis(rand::random_range(millis / 2..=millis))
             })
             .event_callback(move |event| {
                 let url = redacted.clone();

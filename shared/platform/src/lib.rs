@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod outbox;
 mod platform;
 pub mod problem;
+pub mod retry;
 mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -5,7 +5,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use leadflow_events::Envelope;
 use sqlx::PgConnection;
@@ -15,6 +14,7 @@ use uuid::Uuid;
 use crate::{
     bus::{Bus, stream_of},
     metrics::Metrics,
+    retry::backoff,
 };
 
 /// Writes `event` to the outbox on the caller's connection, normally inside its transaction.
@@ -167,18 +167,18 @@ impl OutboxRelay {
     /// Relays until `shutdown`, backing off with jitter while NATS or the database is down.
     /// A batch in progress finishes before it returns.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = retry_backoff();
+        let mut delays = backoff();
         loop {
             let pause = match self.relay_once().await {
                 Ok(n) => {
-                    backoff = retry_backoff();
+                    delays = backoff();
                     if n as i64 >= self.config.batch_size {
                         continue;
                     }
                     self.config.idle_interval
                 }
                 Err(err) => {
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(
                         error = %crate::error_chain(&err),
                         retry_in = ?delay,
@@ -196,14 +196,4 @@ impl OutboxRelay {
             }
         }
     }
-}
-
-/// Exponential back-off with jitter, capped at 5 s, for loops that wait for a dependency.
-pub fn retry_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }

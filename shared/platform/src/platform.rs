@@ -13,7 +13,7 @@ use crate::{
     db::{BreakerState, Database},
     health::{self, Connectivity, DatabaseHealth, HealthReport, NatsHealth},
     metrics::Metrics,
-    outbox::retry_backoff,
+    retry::backoff,
 };
 
 /// The shared parts of one running service, and the background tasks that keep its view of its
@@ -176,10 +176,10 @@ async fn probe_database(platform: Arc<Platform>) {
 /// server lost its state), then refreshes consumer lag for health and metrics.
 async fn watch_nats(platform: Arc<Platform>) {
     let token = platform.shutdown_token();
-    let mut backoff = retry_backoff();
+    let mut delays = backoff();
     loop {
         let pause = if platform.bus.state() != NatsState::Connected {
-            backoff
+            delays
                 .next()
                 .unwrap_or(platform.config.health_probe_interval)
         } else if platform.bus.setup_error().is_some() {
@@ -189,12 +189,12 @@ async fn watch_nats(platform: Arc<Platform>) {
                         service = platform.service,
                         "JetStream streams and consumers ready"
                     );
-                    backoff = retry_backoff();
+                    delays = backoff();
                     std::time::Duration::ZERO
                 }
                 Err(e) => {
                     tracing::warn!(error = %crate::error_chain(&*e), "setting up JetStream streams failed; retrying");
-                    backoff
+                    delays
                         .next()
                         .unwrap_or(platform.config.health_probe_interval)
                 }

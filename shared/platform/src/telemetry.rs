@@ -118,3 +118,45 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     let parent = TraceContextPropagator::new().extract(&carrier);
     let _ = span.set_parent(parent);
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_trace_context_survives_a_trip_through_an_event_envelope() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let producer = tracing::info_span!("gateway.publish");
+            let traceparent = producer
+                .in_scope(current_traceparent)
+                .expect("traceparent while tracing");
+            let parts: Vec<&str> = traceparent.split('-').collect();
+            assert_eq!(parts.len(), 4, "{traceparent}");
+            assert_eq!((parts[0], parts[1].len(), parts[2].len()), ("00", 32, 16));
+
+            let consumer = tracing::info_span!("scorer.consume");
+            continue_trace(&consumer, Some(&traceparent));
+            let trace_id = consumer
+                .context()
+                .span()
+                .span_context()
+                .trace_id()
+                .to_string();
+            assert_eq!(
+                trace_id, parts[1],
+                "the consumer joins the producer's trace"
+            );
+        });
+        assert_eq!(
+            current_traceparent(),
+            None,
+            "no trace context without a tracer"
+        );
+    }
+}

@@ -1,13 +1,7 @@
 //! Test helpers for real dependencies: a throw-away PostgreSQL database per test, a unique NATS
 //! namespace per test, and a TCP proxy a test can cut to simulate an outage. Nothing is mocked.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-};
+use std::{net::SocketAddr, sync::Mutex};
 
 use sqlx::{Connection, PgConnection};
 use tokio::{net::TcpListener, task::JoinSet};
@@ -88,47 +82,23 @@ fn with_database(server: &str, name: &str) -> String {
     url.to_string()
 }
 
-/// A TCP proxy in front of a real server. While `down`, it accepts and immediately closes
-/// connections and cuts the open ones, like a network partition the test controls.
+/// A TCP proxy in front of a real server, which a test can take down and bring back like a
+/// server restart: while down its port refuses connections and the open ones are cut.
 pub struct TcpProxy {
     addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    cut: tokio::sync::watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
+    upstream: SocketAddr,
+    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl TcpProxy {
     pub async fn start(upstream: SocketAddr, up: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let state = Arc::new(AtomicBool::new(up));
-        let (cut, _) = tokio::sync::watch::channel(0u64);
-        let accept_state = state.clone();
-        let accept_cut = cut.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !accept_state.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let mut cut_rx = accept_cut.subscribe();
-                connections.spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_rx.changed() => {}
-                    }
-                });
-            }
-        });
+        let accepting = up.then(|| tokio::spawn(forward(listener, upstream)));
         Self {
             addr,
-            up: state,
-            cut,
-            task,
+            upstream,
+            accepting: Mutex::new(accepting),
         }
     }
 
@@ -137,16 +107,44 @@ impl TcpProxy {
     }
 
     pub fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-        if !up {
-            self.cut.send_modify(|n| *n += 1);
+        let mut accepting = self.accepting.lock().expect("proxy state");
+        match (up, accepting.is_some()) {
+            (true, false) => {
+                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                socket.set_reuseaddr(true).expect("reuseaddr");
+                socket.bind(self.addr).expect("re-bind the proxy port");
+                let listener = socket.listen(1024).expect("listen");
+                *accepting = Some(tokio::spawn(forward(listener, self.upstream)));
+            }
+            (false, true) => {
+                // Aborting drops the listener (refusing new connections) and every open link.
+                if let Some(task) = accepting.take() {
+                    task.abort();
+                }
+            }
+            _ => {}
         }
+    }
+}
+
+async fn forward(listener: TcpListener, upstream: SocketAddr) {
+    let mut connections = JoinSet::new();
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        connections.spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
     }
 }
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Ok(mut accepting) = self.accepting.lock()
+            && let Some(task) = accepting.take()
+        {
+            task.abort();
+        }
     }
 }
 

@@ -1,7 +1,10 @@
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use sqlx::{Connection, PgConnection, migrate::Migrator};
 
-use crate::config::DatabaseUrl;
+use super::{ErrorType, classify};
+use crate::{config::DatabaseUrl, retry::backoff};
 
 /// The schema, embedded at compile time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
@@ -40,19 +43,50 @@ pub async fn ensure_database(url: &DatabaseUrl) -> anyhow::Result<bool> {
     }
 }
 
+/// How long `migrate` waits for a database that is still starting (as in `docker compose up`).
+const STARTUP_WAIT: Duration = Duration::from_secs(15);
+
 /// Creates the database if needed and applies every pending migration. Safe to run from several
-/// processes at once: sqlx takes an advisory lock.
+/// processes at once: sqlx takes an advisory lock. A server that refuses connections, times out
+/// or is not resolvable yet is retried with back-off for a few seconds first.
 pub async fn migrate(url: &DatabaseUrl) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STARTUP_WAIT;
+    let mut delays = backoff();
+    loop {
+        match migrate_once(url).await {
+            Err(err) if Instant::now() < deadline && is_starting_up(&err) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(1));
+                tracing::warn!(error = %crate::error_chain(&*err), retry_in = ?delay, "waiting for the database");
+                tokio::time::sleep(delay).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn is_starting_up(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<sqlx::Error>())
+        .any(|e| {
+            matches!(
+                classify(e),
+                ErrorType::ConnectionRefused | ErrorType::Timeout | ErrorType::DnsResolutionFailure
+            ) || e.as_database_error().and_then(|d| d.code()).as_deref() == Some("57P03")
+        })
+}
+
+async fn migrate_once(url: &DatabaseUrl) -> anyhow::Result<()> {
     if ensure_database(url).await? {
         tracing::info!(database = url.database_name(), "created database");
     }
-    let mut conn = PgConnection::connect(url.expose())
+    // A one-connection pool rather than a bare connection: `Migrator::run` on `&mut PgConnection`
+    // is not `Send` enough to be spawned.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url.expose())
         .await
         .with_context(|| format!("connecting to {url}"))?;
-    MIGRATOR
-        .run(&mut conn)
-        .await
-        .context("applying migrations")?;
-    let _ = conn.close().await;
-    Ok(())
+    let applied = MIGRATOR.run(&pool).await.context("applying migrations");
+    pool.close().await;
+    applied
 }

@@ -301,3 +301,24 @@ async fn the_schema_enforces_what_the_design_promises() {
     assert_eq!(found, 1);
     pool.close().await;
 }
+
+#[tokio::test]
+async fn migrate_waits_for_a_database_that_is_still_starting() {
+    let test_db = TestDb::not_yet_created();
+    let proxy = TcpProxy::start(postgres_addr(), false).await;
+    let url: DatabaseUrl = format!("postgres://postgres@{}/{}", proxy.addr(), test_db.name)
+        .parse()
+        .expect("url");
+    let migrating = tokio::spawn(async move { db::migrate(&url).await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !migrating.is_finished(),
+        "still waiting while the server is unreachable"
+    );
+    proxy.set_up(true);
+    tokio::time::timeout(Duration::from_secs(15), migrating)
+        .await
+        .expect("finishes once the server answers")
+        .expect("task")
+        .expect("migrated");
+}
