@@ -63,6 +63,7 @@ create index leads_score_idx on leads (score desc nulls last, created_at desc) w
 create index leads_created_idx on leads (created_at desc) where deleted_at is null;
 create index leads_email_idx on leads (email) where deleted_at is null;
 create index leads_tags_idx on leads using gin (tags) where deleted_at is null;
+create index leads_created_by_idx on leads (created_by);
 create index leads_search_trgm_idx on leads using gin (search_text gin_trgm_ops);
 create trigger leads_updated_at before update on leads
     for each row execute function set_updated_at();
@@ -72,7 +73,8 @@ create table lead_activities (
     lead_id         uuid not null references leads (id) on delete cascade,
     user_id         uuid references users (id) on delete set null,
     kind            text not null
-                    check (kind in ('call', 'email', 'meeting', 'status_change', 'assignment', 'other')),
+                    check (kind in ('call', 'email', 'meeting', 'note', 'status_change', 'assignment',
+                                    'score_change', 'import', 'other')),
     summary         text not null check (length(summary) between 1 and 2000),
     details         jsonb not null default '{}'::jsonb,
     occurred_at     timestamptz not null default now(),
@@ -80,6 +82,7 @@ create table lead_activities (
     updated_at      timestamptz not null default now()
 );
 create index lead_activities_lead_idx on lead_activities (lead_id, occurred_at desc);
+create index lead_activities_user_idx on lead_activities (user_id);
 create trigger lead_activities_updated_at before update on lead_activities
     for each row execute function set_updated_at();
 
@@ -92,6 +95,7 @@ create table lead_notes (
     updated_at      timestamptz not null default now()
 );
 create index lead_notes_lead_idx on lead_notes (lead_id, created_at desc);
+create index lead_notes_author_idx on lead_notes (author_id);
 create trigger lead_notes_updated_at before update on lead_notes
     for each row execute function set_updated_at();
 
@@ -113,11 +117,14 @@ create table assignments (
 create unique index assignments_one_active_per_lead on assignments (lead_id) where status = 'active';
 create index assignments_assignee_idx on assignments (assignee_id, status, created_at desc);
 create index assignments_lead_idx on assignments (lead_id, created_at desc);
+create index assignments_assigned_by_idx on assignments (assigned_by);
 create trigger assignments_updated_at before update on assignments
     for each row execute function set_updated_at();
 
 create table notifications (
     id              uuid primary key default gen_random_uuid(),
+    -- increasing position for SSE `Last-Event-ID` resume (random ids cannot be ordered)
+    seq             bigint generated always as identity constraint notifications_seq_key unique,
     user_id         uuid not null references users (id) on delete cascade,
     kind            text not null check (length(kind) between 1 and 100),
     payload         jsonb not null default '{}'::jsonb,
@@ -128,7 +135,7 @@ create table notifications (
     updated_at      timestamptz not null default now(),
     constraint notifications_once_per_event unique (user_id, source_event_id, kind)
 );
-create index notifications_user_idx on notifications (user_id, created_at desc, id desc);
+create index notifications_user_idx on notifications (user_id, seq desc);
 create index notifications_unread_idx on notifications (user_id, created_at desc) where read_at is null;
 create trigger notifications_updated_at before update on notifications
     for each row execute function set_updated_at();

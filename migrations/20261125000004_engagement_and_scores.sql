@@ -3,7 +3,7 @@ create table lead_engagement_events (
     event_id            uuid primary key,
     lead_id             uuid references leads (id) on delete cascade,
     anonymous_id        text check (length(anonymous_id) between 1 and 200),
-    event_type          text not null check (length(event_type) between 1 and 100),
+    event_type          text not null check (length(event_type) between 1 and 200),
     properties          jsonb not null default '{}'::jsonb,
     source              text not null default 'gateway',
     user_agent          text,
@@ -45,6 +45,9 @@ create table lead_scores (
     created_at          timestamptz not null default now()
 );
 create index lead_scores_lead_idx on lead_scores (lead_id, created_at desc);
+-- a redelivered trigger must not add a second history row
+create unique index lead_scores_once_per_trigger on lead_scores (lead_id, trigger_event_id)
+    where trigger_event_id is not null;
 
 create table lead_insights (
     id              uuid primary key default gen_random_uuid(),

@@ -43,9 +43,11 @@ create table outbox (
     payload         jsonb not null,
     attempts        integer not null default 0,
     last_error      text,
+    -- a row JetStream refused waits with its own back-off instead of blocking the others
+    next_attempt_at timestamptz not null default now(),
     created_at      timestamptz not null default now()
 );
-create index outbox_created_idx on outbox (created_at, id);
+create index outbox_due_idx on outbox (next_attempt_at, created_at, id);
 
 create table webhooks (
     id                  uuid primary key default gen_random_uuid(),

@@ -102,6 +102,10 @@ fn the_dockerfile_builds_every_binary_and_runs_as_non_root() {
             "{binary} not copied"
         );
     }
+    assert!(
+        dockerfile.contains("--workspace --bins"),
+        "the root package alone would build only `leadflow`"
+    );
     assert!(dockerfile.contains("USER 10001"));
     assert!(dockerfile.matches("FROM ").count() >= 2, "multi-stage");
 }

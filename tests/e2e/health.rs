@@ -186,3 +186,33 @@ async fn promtool_accepts_every_services_metrics() {
     }
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn streams_lost_by_the_server_are_set_up_again() {
+    let stack = Stack::start().await;
+    let ns = Namespace::parse(&stack.namespace).expect("namespace");
+    leadflow_testkit::drop_namespace(&stack.namespace).await;
+
+    let scorer_engagement = ns.name("scorer_engagement");
+    let url = format!("{}/health.json", stack.scorer);
+    eventually(
+        Duration::from_secs(15),
+        "the scorer to re-create its streams",
+        || async {
+            let (_, health) = get_json(&url).await;
+            let listed = health["consumers"]
+                .as_array()?
+                .iter()
+                .any(|c| c["name"] == scorer_engagement.as_str());
+            (listed && health["nats"]["streams_ready"] == true).then_some(())
+        },
+    )
+    .await;
+    let client = async_nats::connect(nats_url()).await.expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream
+        .get_stream(ns.stream_name(leadflow_events::Stream::Engagement))
+        .await
+        .expect("the stream exists again");
+    stack.stop().await;
+}

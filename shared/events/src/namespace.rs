@@ -39,13 +39,26 @@ pub struct Namespace(String);
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "LEADFLOW_NAMESPACE must be at most 32 characters of letters, digits, '_' or '-' (got {0:?})"
+    "LEADFLOW_NAMESPACE must be at most 32 characters of letters, digits, '_' or '-', and not a subject name such as leads or engagement (got {0:?})"
 )]
 pub struct NamespaceError(String);
+
+/// First subject tokens of the un-namespaced streams: a namespace with one of these names would
+/// make its subjects overlap theirs, and JetStream refuses overlapping streams.
+const RESERVED: [&str; 7] = [
+    "engagement",
+    "leads",
+    "assignments",
+    "notes",
+    "scores",
+    "deadletter",
+    "scorer",
+];
 
 impl Namespace {
     pub fn parse(raw: &str) -> Result<Self, NamespaceError> {
         let valid = raw.len() <= 32
+            && !RESERVED.contains(&raw)
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
@@ -134,7 +147,15 @@ mod tests {
 
     #[test]
     fn namespaces_that_would_break_subjects_are_refused() {
-        for bad in ["a.b", "a b", "a*", ">", &"x".repeat(33)] {
+        for bad in [
+            "a.b",
+            "a b",
+            "a*",
+            ">",
+            "leads",
+            "engagement",
+            &"x".repeat(33),
+        ] {
             assert!(Namespace::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

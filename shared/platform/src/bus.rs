@@ -131,6 +131,14 @@ impl Bus {
         redact_nats_url(&self.config.nats_url)
     }
 
+    /// Makes the next health round set streams and consumers up again.
+    pub fn mark_topology_stale(&self) {
+        let mut error = self.setup_error.write().unwrap_or_else(|e| e.into_inner());
+        if error.is_none() {
+            *error = Some("re-checking streams after reconnecting".into());
+        }
+    }
+
     pub fn setup_error(&self) -> Option<String> {
         self.setup_error
             .read()

@@ -85,7 +85,7 @@ pub struct BreakerConfig {
     pub breaker_cooldown: Duration,
 }
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct NatsConfig {
     /// NATS server URL(s), comma-separated for a cluster.
     #[arg(
@@ -111,6 +111,19 @@ pub struct NatsConfig {
     /// How long a consumer has to acknowledge a message before it is redelivered.
     #[arg(long, env = "NATS_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub nats_ack_wait: Duration,
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("nats_url", &redact_nats_url(&self.nats_url))
+            .field("leadflow_namespace", &self.leadflow_namespace)
+            .field("nats_duplicate_window", &self.nats_duplicate_window)
+            .field("nats_ack_timeout", &self.nats_ack_timeout)
+            .field("nats_max_deliver", &self.nats_max_deliver)
+            .field("nats_ack_wait", &self.nats_ack_wait)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -177,18 +190,37 @@ impl DatabaseUrl {
         self.0.as_str()
     }
 
-    /// The URL with its password replaced by `***`.
+    /// The URL with its password (in the authority or as `?password=`) replaced by `***`.
     pub fn redacted(&self) -> String {
         let mut url = self.0.clone();
         if url.password().is_some() {
             // set_password only fails for URLs that cannot have credentials, and ours can.
             let _ = url.set_password(Some("***"));
         }
+        if url.query_pairs().any(|(k, _)| k == "password") {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" {
+                        "***".to_owned()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
         url.to_string()
     }
 
     pub fn password(&self) -> Option<String> {
-        self.0.password().map(percent_decode)
+        self.0.password().map(percent_decode).or_else(|| {
+            self.0
+                .query_pairs()
+                .find(|(k, _)| k == "password")
+                .map(|(_, v)| v.into_owned())
+        })
     }
 
     pub fn database_name(&self) -> &str {
@@ -209,9 +241,18 @@ impl DatabaseUrl {
     /// Removes the password from a message that might quote the URL or the password itself.
     pub fn scrub(&self, message: &str) -> String {
         let mut out = message.replace(self.0.as_str(), &self.redacted());
-        for secret in [self.0.password().map(str::to_owned), self.password()]
-            .into_iter()
-            .flatten()
+        let raw_query_password = self
+            .0
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("password=")))
+            .map(str::to_owned);
+        for secret in [
+            self.0.password().map(str::to_owned),
+            self.password(),
+            raw_query_password,
+        ]
+        .into_iter()
+        .flatten()
         {
             if !secret.is_empty() {
                 out = out.replace(&secret, "***");
@@ -333,6 +374,28 @@ mod tests {
         );
         assert!(!scrubbed.contains("cret"), "{scrubbed}");
         assert_eq!(url.with_database("other").database_name(), "other");
+
+        let in_query: DatabaseUrl = "postgres://app@db/leadflow?sslmode=require&password=t0ps3cret"
+            .parse()
+            .expect("valid");
+        assert!(
+            !in_query.redacted().contains("t0ps3cret"),
+            "{}",
+            in_query.redacted()
+        );
+        assert!(in_query.redacted().contains("sslmode=require"));
+        assert!(
+            !in_query
+                .scrub("auth failed for t0ps3cret")
+                .contains("t0ps3cret")
+        );
+    }
+
+    #[test]
+    fn nats_credentials_stay_out_of_debug_output() {
+        let mut cfg = PlatformConfig::try_from_args::<_, &str>([]).expect("defaults");
+        cfg.nats.nats_url = "nats://svc:natsp4ss@nats:4222".into();
+        assert!(!format!("{cfg:?}").contains("natsp4ss"));
     }
 
     #[test]

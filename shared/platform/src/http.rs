@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 use axum::{
     Json, Router,
     extract::{MatchedPath, Request, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -90,27 +90,38 @@ async fn record_request(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    // Only standard methods become label values: arbitrary ones would each make a new series.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let started = Instant::now();
     let response = next.run(request).await;
     metrics
         .http_duration
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[&route, method])
         .observe(started.elapsed().as_secs_f64());
     metrics
         .http_requests
-        .with_label_values(&[&route, &method, response.status().as_str()])
+        .with_label_values(&[&route, method, response.status().as_str()])
         .inc();
     response
 }
 
 /// Serves `app` until `shutdown` is cancelled, then stops accepting and lets in-flight requests
-/// finish, for at most `grace` (long-lived streams would otherwise hold shutdown forever).
+/// finish, for at most `grace()` once shutdown began (long-lived streams would otherwise hold
+/// shutdown forever).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,
-    grace: std::time::Duration,
+    grace: impl FnOnce() -> std::time::Duration,
 ) -> std::io::Result<()> {
     let server = axum::serve(
         listener,
@@ -119,7 +130,7 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let deadline = async {
         shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
+        tokio::time::sleep(grace()).await;
     };
     tokio::select! {
         result = server => result,

@@ -125,7 +125,7 @@ impl Metrics {
         self.set_breaker_state(state);
     }
 
-    fn set_breaker_state(&self, current: BreakerState) {
+    pub fn set_breaker_state(&self, current: BreakerState) {
         for state in [
             BreakerState::Closed,
             BreakerState::Open,

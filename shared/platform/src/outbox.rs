@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    bus::{Bus, stream_of},
+    bus::{Bus, NatsState, stream_of},
     metrics::Metrics,
     retry::backoff,
 };
@@ -35,6 +35,8 @@ pub async fn enqueue(conn: &mut PgConnection, event: &Envelope) -> sqlx::Result<
 pub enum RelayError {
     #[error("reading or deleting outbox rows failed")]
     Database(#[from] sqlx::Error),
+    #[error("NATS is not connected; events stay in the outbox")]
+    Disconnected,
     #[error("{failed} of {total} outbox events were not acknowledged by JetStream: {first_error}")]
     Publish {
         failed: usize,
@@ -82,14 +84,21 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes one batch. Rows stay locked (`FOR UPDATE SKIP LOCKED`) until their acks are in,
-    /// so several relays (several gateways) share the work without publishing a row twice at once.
-    /// Returns how many rows were delivered and deleted.
+    /// Publishes one batch of due rows. Rows stay locked (`FOR UPDATE SKIP LOCKED`) until their
+    /// acks are in, so several relays (several gateways) share the work without publishing a row
+    /// twice at once. The batch is sent at once and its acks awaited together, so a stalled
+    /// JetStream costs one ack timeout per batch, not one per row. A row JetStream refuses is
+    /// retried later with its own back-off and never holds up the others. Returns how many rows
+    /// were delivered and deleted.
     #[tracing::instrument(name = "outbox.relay_once", skip_all)]
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        if self.bus.state() != NatsState::Connected {
+            return Err(RelayError::Disconnected);
+        }
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(Uuid, String, serde_json::Value)> = sqlx::query_as(
-            "select id, subject, payload from outbox order by created_at, id limit $1 for update skip locked",
+            "select id, subject, payload from outbox where next_attempt_at <= now()
+             order by created_at, id limit $1 for update skip locked",
         )
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
@@ -98,34 +107,37 @@ impl OutboxRelay {
             return Ok(0);
         }
 
-        // Send the whole batch, then collect the acks: one round trip's latency, not one per row.
-        let mut pending = Vec::with_capacity(rows.len());
+        let mut sent = Vec::with_capacity(rows.len());
         for (id, subject, payload) in &rows {
             let bytes = Bytes::from(serde_json::to_vec(payload).unwrap_or_default());
-            let sent = self.bus.send(subject, id.to_string(), bytes).await;
-            pending.push((*id, subject.as_str(), sent));
+            sent.push(self.bus.send(subject, id.to_string(), bytes).await);
         }
-        let mut delivered = Vec::with_capacity(rows.len());
-        let mut failed: Vec<(Uuid, String)> = Vec::new();
-        for (id, subject, sent) in pending {
-            let acked = match sent {
+        let acks = futures::future::join_all(sent.into_iter().map(|sent| async move {
+            match sent {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
-            };
+            }
+        }))
+        .await;
+
+        let mut delivered = Vec::with_capacity(rows.len());
+        let mut failed: Vec<(Uuid, String)> = Vec::new();
+        for ((id, subject, _), acked) in rows.iter().zip(acks) {
+            let stream = stream_of(subject);
             match acked {
                 Ok(()) => {
                     self.metrics
                         .events_published
-                        .with_label_values(&[stream_of(subject)])
+                        .with_label_values(&[stream])
                         .inc();
-                    delivered.push(id);
+                    delivered.push(*id);
                 }
                 Err(e) => {
                     self.metrics
                         .events_publish_failed
-                        .with_label_values(&[stream_of(subject)])
+                        .with_label_values(&[stream])
                         .inc();
-                    failed.push((id, e));
+                    failed.push((*id, e));
                 }
             }
         }
@@ -134,26 +146,36 @@ impl OutboxRelay {
             .bind(&delivered)
             .execute(&mut *tx)
             .await?;
-        if !failed.is_empty() {
-            let ids: Vec<Uuid> = failed.iter().map(|(id, _)| *id).collect();
+        for (id, error) in &failed {
+            // 1 s, 2 s, 4 s ... capped at 5 minutes: a refused row waits, it is never dropped.
             sqlx::query(
-                "update outbox set attempts = attempts + 1, last_error = $2 where id = any($1)",
+                "update outbox set attempts = attempts + 1, last_error = $2,
+                        next_attempt_at = now() + least(interval '5 minutes', interval '1 second' * power(2, least(attempts, 20)))
+                 where id = $1",
             )
-            .bind(&ids)
-            .bind(&failed[0].1)
+            .bind(id)
+            .bind(error)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
+        if !failed.is_empty() {
+            // "No responders" usually means the stream is gone (a server that lost its store):
+            // have the topology checked again.
+            self.bus.mark_topology_stale();
+        }
 
-        if failed.is_empty() {
-            Ok(delivered.len())
-        } else {
-            Err(RelayError::Publish {
+        match failed.first() {
+            Some((_, first_error)) if delivered.is_empty() => Err(RelayError::Publish {
                 failed: failed.len(),
                 total: rows.len(),
-                first_error: failed.swap_remove(0).1,
-            })
+                first_error: first_error.clone(),
+            }),
+            Some((_, first_error)) => {
+                tracing::warn!(failed = failed.len(), error = %first_error, "some outbox events were not acknowledged; retrying them later");
+                Ok(delivered.len())
+            }
+            None => Ok(delivered.len()),
         }
     }
 
@@ -168,7 +190,7 @@ impl OutboxRelay {
     /// A batch in progress finishes before it returns.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut delays = backoff();
-        loop {
+        while !shutdown.is_cancelled() {
             let pause = match self.relay_once().await {
                 Ok(n) => {
                     delays = backoff();
@@ -176,6 +198,9 @@ impl OutboxRelay {
                         continue;
                     }
                     self.config.idle_interval
+                }
+                Err(RelayError::Disconnected) => {
+                    self.config.idle_interval.max(Duration::from_millis(250))
                 }
                 Err(err) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));

@@ -1,7 +1,7 @@
 use std::{
     future::Future,
-    sync::{Arc, RwLock},
-    time::Instant,
+    sync::{Arc, OnceLock, RwLock},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -29,6 +29,8 @@ pub struct Platform {
     consumer_stats: RwLock<Vec<ConsumerStats>>,
     started: Instant,
     shutdown: CancellationToken,
+    /// When shutdown began: every step of it shares one `SHUTDOWN_TIMEOUT` from then.
+    shutdown_began: Arc<OnceLock<Instant>>,
     tasks: TaskTracker,
 }
 
@@ -58,8 +60,14 @@ impl Platform {
             consumers,
             consumer_stats: RwLock::new(Vec::new()),
             started: Instant::now(),
-            shutdown,
+            shutdown: shutdown.clone(),
+            shutdown_began: Arc::new(OnceLock::new()),
             tasks: TaskTracker::new(),
+        });
+        let began = platform.shutdown_began.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            let _ = began.set(Instant::now());
         });
         platform.spawn(probe_database(platform.clone()));
         platform.spawn(watch_nats(platform.clone()));
@@ -122,6 +130,8 @@ impl Platform {
         }
         if self.bus.state() != NatsState::Connected {
             reasons.push("NATS unreachable");
+        } else if self.bus.setup_error().is_some() {
+            reasons.push("JetStream streams not set up");
         }
         if reasons.is_empty() {
             Ok(())
@@ -133,6 +143,7 @@ impl Platform {
     /// The Prometheus text format, with gauges brought up to date first.
     pub fn render_metrics(&self) -> Result<String, prometheus::Error> {
         self.metrics.set_pool(self.db.pool_stats());
+        self.metrics.set_breaker_state(self.db.breaker().state());
         self.metrics.db_up.set(i64::from(
             self.report().database.status == Connectivity::Connected,
         ));
@@ -142,12 +153,23 @@ impl Platform {
         self.metrics.render()
     }
 
-    /// After the servers stopped: waits (bounded by `SHUTDOWN_TIMEOUT`) for background tasks to
-    /// finish what they hold, then flushes NATS and closes the pool.
+    /// Time left of `SHUTDOWN_TIMEOUT`, counted from when shutdown began.
+    pub fn shutdown_time_left(&self) -> Duration {
+        let began = self
+            .shutdown_began
+            .get()
+            .copied()
+            .unwrap_or_else(Instant::now);
+        self.config.shutdown_timeout.saturating_sub(began.elapsed())
+    }
+
+    /// After the servers stopped: waits for background tasks to finish what they hold, flushes
+    /// NATS and closes the pool, all within what is left of `SHUTDOWN_TIMEOUT` (with at least a
+    /// second each to flush and close, so a late shutdown still does not drop buffered messages).
     pub async fn close(&self) {
         self.shutdown.cancel();
         self.tasks.close();
-        if tokio::time::timeout(self.config.shutdown_timeout, self.tasks.wait())
+        if tokio::time::timeout(self.shutdown_time_left(), self.tasks.wait())
             .await
             .is_err()
         {
@@ -156,8 +178,13 @@ impl Platform {
                 "background tasks did not stop in time"
             );
         }
-        self.bus.close().await;
-        self.db.close().await;
+        let flush = self.shutdown_time_left().max(Duration::from_secs(1));
+        if tokio::time::timeout(flush, self.bus.close()).await.is_err() {
+            tracing::warn!(service = self.service, "NATS did not drain in time");
+        }
+        self.db
+            .close(self.shutdown_time_left().max(Duration::from_secs(1)))
+            .await;
     }
 }
 
@@ -177,8 +204,15 @@ async fn probe_database(platform: Arc<Platform>) {
 async fn watch_nats(platform: Arc<Platform>) {
     let token = platform.shutdown_token();
     let mut delays = backoff();
+    let mut was_connected = false;
     loop {
-        let pause = if platform.bus.state() != NatsState::Connected {
+        let connected = platform.bus.state() == NatsState::Connected;
+        if connected && !was_connected {
+            // A server that restarted may have lost its streams: check them again on every reconnect.
+            platform.bus.mark_topology_stale();
+        }
+        was_connected = connected;
+        let pause = if !connected {
             delays
                 .next()
                 .unwrap_or(platform.config.health_probe_interval)

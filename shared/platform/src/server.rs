@@ -70,8 +70,11 @@ impl Server {
     /// background tasks finish what they hold, NATS is flushed and the pool closed.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let token = self.platform.shutdown_token();
-        let grace = self.platform.config.shutdown_timeout;
-        let served = serve(self.listener, self.router, token, grace).await;
+        let platform = self.platform.clone();
+        let served = serve(self.listener, self.router, token, move || {
+            platform.shutdown_time_left()
+        })
+        .await;
         self.platform.close().await;
         tracing::info!(service = self.platform.service, "stopped");
         served.context("serving HTTP")

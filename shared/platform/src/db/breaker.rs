@@ -64,10 +64,22 @@ struct Inner {
     trial_in_flight: bool,
 }
 
-/// Permission to make one call; report how it went with [`CircuitBreaker::record`].
+/// Permission to make one call; report how it went with [`CircuitBreaker::record`]. A trial
+/// permit dropped unreported (its future was cancelled, say by a request timeout) counts as a
+/// failed trial, so the breaker can never be left waiting for a trial that will not report.
 #[must_use]
-pub struct Permit {
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
     trial: bool,
+    reported: bool,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.trial && !self.reported {
+            self.breaker.settle(true, false);
+        }
+    }
 }
 
 impl CircuitBreaker {
@@ -99,10 +111,15 @@ impl CircuitBreaker {
     }
 
     /// Asks to make a call. Open rejects until the cooldown has passed, then lets one trial through.
-    pub fn acquire(&self) -> Result<Permit, BreakerOpen> {
+    pub fn acquire(&self) -> Result<Permit<'_>, BreakerOpen> {
+        let permit = |trial| Permit {
+            breaker: self,
+            trial,
+            reported: false,
+        };
         let mut inner = self.lock();
         match inner.state {
-            BreakerState::Closed => Ok(Permit { trial: false }),
+            BreakerState::Closed => Ok(permit(false)),
             BreakerState::Open => {
                 let elapsed = inner.opened.map_or(self.cooldown, |(at, _)| at.elapsed());
                 if elapsed < self.cooldown {
@@ -114,40 +131,44 @@ impl CircuitBreaker {
                 inner.trial_in_flight = true;
                 drop(inner);
                 (self.on_transition)(BreakerState::HalfOpen);
-                Ok(Permit { trial: true })
+                Ok(permit(true))
             }
             BreakerState::HalfOpen if inner.trial_in_flight => Err(BreakerOpen {
                 retry_after: Duration::from_millis(100),
             }),
             BreakerState::HalfOpen => {
                 inner.trial_in_flight = true;
-                Ok(Permit { trial: true })
+                Ok(permit(true))
             }
         }
     }
 
     /// Reports the outcome of a permitted call. Only failures that say the database is unusable
     /// should be reported as failures; a constraint violation is a success for the breaker.
-    pub fn record(&self, permit: Permit, success: bool) {
+    pub fn record(&self, mut permit: Permit<'_>, success: bool) {
+        permit.reported = true;
+        self.settle(permit.trial, success);
+    }
+
+    fn settle(&self, trial: bool, success: bool) {
         let mut inner = self.lock();
-        if permit.trial {
+        if trial {
             inner.trial_in_flight = false;
         }
         let before = inner.state;
         if success {
             inner.failures = 0;
-            if before != BreakerState::Closed && (permit.trial || before == BreakerState::HalfOpen)
-            {
+            if before != BreakerState::Closed && (trial || before == BreakerState::HalfOpen) {
                 inner.state = BreakerState::Closed;
                 inner.opened = None;
             }
         } else {
             inner.failures = inner.failures.saturating_add(1);
-            let trip = permit.trial || inner.failures >= self.threshold;
+            let trip = trial || inner.failures >= self.threshold;
             if trip && before != BreakerState::Open {
                 inner.state = BreakerState::Open;
                 inner.opened = Some((Instant::now(), OffsetDateTime::now_utc()));
-            } else if trip && permit.trial {
+            } else if trip && trial {
                 inner.opened = Some((Instant::now(), OffsetDateTime::now_utc()));
             }
         }
@@ -236,6 +257,20 @@ mod tests {
                 BreakerState::Closed
             ]
         );
+    }
+
+    #[test]
+    fn a_trial_that_never_reports_reopens_instead_of_wedging_half_open() {
+        let (b, _) = breaker(1, 20);
+        fail(&b);
+        std::thread::sleep(Duration::from_millis(30));
+        let trial = b.acquire().expect("trial");
+        drop(trial); // the caller's future was cancelled mid-call
+        assert_eq!(b.state(), BreakerState::Open);
+        std::thread::sleep(Duration::from_millis(30));
+        let next = b.acquire().expect("a new trial after the next cooldown");
+        b.record(next, true);
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]

@@ -10,9 +10,20 @@ use crate::{config::DatabaseUrl, retry::backoff};
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 const DUPLICATE_DATABASE: &str = "42P04";
+const DATABASE_MISSING: &str = "3D000";
 
 /// Creates the database named in the URL when it does not exist yet. Returns whether it did.
+/// Connects to the `postgres` database only when ours is missing, since managed servers often
+/// deny application roles access to it.
 pub async fn ensure_database(url: &DatabaseUrl) -> anyhow::Result<bool> {
+    match PgConnection::connect(url.expose()).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            return Ok(false);
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(DATABASE_MISSING) => {}
+        Err(e) => return Err(e).with_context(|| format!("connecting to {url}")),
+    }
     let name = url.database_name();
     let admin = url.with_database("postgres");
     let mut conn = PgConnection::connect(admin.expose())

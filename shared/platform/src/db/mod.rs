@@ -162,6 +162,19 @@ impl Database {
         Ok(result?)
     }
 
+    /// A connection, through the breaker: fails fast with [`DbError::Unavailable`] while it is open.
+    /// Only failing to get one counts against the breaker; a query that fails later is the
+    /// caller's to judge.
+    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, DbError> {
+        self.guarded(|pool| async move { pool.acquire().await })
+            .await
+    }
+
+    /// A transaction, through the breaker.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, DbError> {
+        self.guarded(|pool| async move { pool.begin().await }).await
+    }
+
     /// Checks the database end to end and remembers the verdict for health reports. The probe is
     /// also the breaker's trial once the cooldown has passed, so the breaker closes again on its own
     /// when the database comes back, even with no traffic.
@@ -207,9 +220,10 @@ impl Database {
     }
 
     /// The pool only says "timed out" when it cannot connect; a direct connection attempt tells
-    /// refused from unresolvable from wrong password.
+    /// refused from unresolvable from wrong password, and a busy pool from a dead server.
     async fn diagnose(&self, err: sqlx::Error) -> DbStatus {
         let err = if matches!(err, sqlx::Error::PoolTimedOut) {
+            let started = Instant::now();
             match tokio::time::timeout(
                 self.acquire_timeout,
                 PgConnection::connect_with(&self.connect_options),
@@ -218,7 +232,15 @@ impl Database {
             {
                 Ok(Ok(conn)) => {
                     let _ = conn.close().await;
-                    err // the server is fine: the pool itself is exhausted
+                    // The server answers; only our pool is saturated, which health shows as
+                    // utilization, not as an outage.
+                    return DbStatus {
+                        connected: true,
+                        error_type: None,
+                        error_message: None,
+                        fix: None,
+                        latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+                    };
                 }
                 Ok(Err(direct)) => direct,
                 Err(_) => sqlx::Error::PoolTimedOut,
@@ -264,7 +286,13 @@ impl Database {
         }
     }
 
-    pub async fn close(&self) {
-        self.pool.close().await;
+    /// Closes the pool, waiting at most `grace` for connections still checked out.
+    pub async fn close(&self, grace: Duration) {
+        if tokio::time::timeout(grace, self.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(service = %self.service, "database connections still busy at shutdown; closing anyway");
+        }
     }
 }

@@ -95,7 +95,7 @@ async fn a_reachable_database_is_connected_with_latency_and_pool_figures() {
     let pool = db.pool_stats();
     assert_eq!(pool.max, 4);
     assert!(pool.size >= 1 && pool.in_use <= pool.size);
-    db.close().await;
+    db.close(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -144,7 +144,7 @@ async fn the_breaker_opens_after_the_configured_failures_fails_fast_and_closes_w
         .expect("trial call after the cooldown succeeds");
     assert_eq!(db.breaker().state(), BreakerState::Closed);
     assert_eq!(db.breaker().snapshot().failures, 0);
-    db.close().await;
+    db.close(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -171,7 +171,7 @@ async fn the_health_probe_alone_recovers_the_breaker_and_the_status_without_traf
     let status = db.probe().await;
     assert!(status.connected, "{status:?}");
     assert_eq!(db.breaker().state(), BreakerState::Closed);
-    db.close().await;
+    db.close(Duration::from_secs(5)).await;
 }
 
 const TABLES: &[&str] = &[

@@ -179,3 +179,55 @@ async fn two_relays_share_one_outbox_without_publishing_a_row_twice() {
     assert_eq!(published, 300);
     drop_namespace(&namespace).await;
 }
+
+#[tokio::test]
+async fn a_row_jetstream_refuses_waits_with_its_own_back_off_and_does_not_hold_up_the_rest() {
+    let test_db = TestDb::empty().await;
+    let pool = migrated_pool(&test_db).await;
+    let namespace = unique_namespace();
+    let relay_bus = bus(&nats_url(), &namespace).await;
+    relay_bus.ensure_topology(&[]).await.expect("streams");
+    eventually(Duration::from_secs(5), "NATS connected", || async {
+        (relay_bus.state() == leadflow_platform::bus::NatsState::Connected).then_some(())
+    })
+    .await;
+
+    // No stream captures this subject, so JetStream has no one to answer the publish.
+    let orphan = Envelope::new("orphans.created", "test").expect("valid");
+    let mut conn = pool.acquire().await.expect("conn");
+    enqueue(&mut conn, &orphan).await.expect("enqueue");
+    drop(conn);
+    let ids = enqueue_many(&pool, 5).await;
+
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        relay_bus,
+        Arc::new(Metrics::new("test").expect("metrics")),
+        RelayConfig {
+            batch_size: 50,
+            idle_interval: Duration::from_millis(50),
+        },
+    );
+    let delivered = relay
+        .relay_once()
+        .await
+        .expect("partial success is progress");
+    assert_eq!(delivered, 5);
+    let stored: HashSet<Uuid> = stored_messages(&namespace)
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(stored, ids);
+
+    let (attempts, waiting): (i32, bool) =
+        sqlx::query_as("select attempts, next_attempt_at > now() from outbox where id = $1")
+            .bind(orphan.id)
+            .fetch_one(&pool)
+            .await
+            .expect("the refused row is kept");
+    assert_eq!(attempts, 1);
+    assert!(waiting, "it waits before its next attempt");
+    assert_eq!(relay.relay_once().await.expect("nothing due"), 0);
+    drop_namespace(&namespace).await;
+}
