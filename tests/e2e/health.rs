@@ -193,26 +193,20 @@ async fn streams_lost_by_the_server_are_set_up_again() {
     let ns = Namespace::parse(&stack.namespace).expect("namespace");
     leadflow_testkit::drop_namespace(&stack.namespace).await;
 
-    let scorer_engagement = ns.name("scorer_engagement");
-    let url = format!("{}/health.json", stack.scorer);
+    let client = async_nats::connect(nats_url()).await.expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    let durable = ns.name("scorer_engagement");
     eventually(
         Duration::from_secs(15),
-        "the scorer to re-create its streams",
+        "the scorer to re-create its stream and consumer",
         || async {
-            let (_, health) = get_json(&url).await;
-            let listed = health["consumers"]
-                .as_array()?
-                .iter()
-                .any(|c| c["name"] == scorer_engagement.as_str());
-            (listed && health["nats"]["streams_ready"] == true).then_some(())
+            let stream = jetstream
+                .get_stream(ns.stream_name(leadflow_events::Stream::Engagement))
+                .await
+                .ok()?;
+            stream.consumer_info(&durable).await.ok().map(|_| ())
         },
     )
     .await;
-    let client = async_nats::connect(nats_url()).await.expect("nats");
-    let jetstream = async_nats::jetstream::new(client);
-    jetstream
-        .get_stream(ns.stream_name(leadflow_events::Stream::Engagement))
-        .await
-        .expect("the stream exists again");
     stack.stop().await;
 }
