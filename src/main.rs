@@ -34,6 +34,14 @@ enum Command {
         #[command(flatten)]
         telemetry: TelemetryConfig,
     },
+    /// Seed demo users (admin, manager, rep1, rep2; prints their passwords), leads and inventory.
+    Demo {
+        /// How many leads to add.
+        #[arg(long, default_value_t = 300)]
+        leads: usize,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
     /// Manage administrators.
     Admin {
         #[command(subcommand)]
@@ -68,6 +76,24 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = telemetry::init("leadflow", &telemetry_config)?;
             up::migrate_or_explain(&database).await?;
             println!("Database {} is up to date.", database.database_url);
+            Ok(())
+        }
+        Command::Demo { leads, database } => {
+            up::migrate_or_explain(&database).await?;
+            let pool = sqlx_pool(&database).await?;
+            let report = leadflow_gateway::demo::seed(&pool, leads).await?;
+            pool.close().await;
+            println!(
+                "Seeded {} leads and {} inventory items. Sign in as:",
+                report.leads, report.items
+            );
+            for user in report.users {
+                println!(
+                    "  {:<9} {:<26} password {}",
+                    user.role, user.email, user.password
+                );
+            }
+            println!("These passwords are new on every run; keep them out of shared screens.");
             Ok(())
         }
         Command::Admin {

@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::password::{self, PasswordError};
+use crate::auth::password::{self, PasswordError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

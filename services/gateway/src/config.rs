@@ -1,6 +1,6 @@
-use std::net::SocketAddr;
+use std::{net::SocketAddr, num::NonZeroU32, str::FromStr, time::Duration};
 
-use leadflow_platform::config::PlatformConfig;
+use leadflow_platform::config::{PlatformConfig, parse_duration};
 use secrecy::{ExposeSecret, SecretString};
 
 /// `gateway`'s command line and environment.
@@ -27,6 +27,66 @@ pub struct GatewayArgs {
     pub jwt_secret: Option<SecretString>,
     #[command(flatten)]
     pub admin: AdminBootstrap,
+    /// `open`: anyone may register (as a sales rep); `closed`: only admins and managers add users.
+    #[arg(long, env = "REGISTRATION", default_value = "open")]
+    pub registration: Registration,
+    /// Browser origins allowed to call the API (comma-separated); none gets no CORS headers.
+    #[arg(
+        long,
+        env = "ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Lifetime of access tokens (JWT).
+    #[arg(long, env = "ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+    /// Lifetime of refresh tokens; each use rotates the token.
+    #[arg(long, env = "REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+    /// Login and register attempts per client address, as `count/period`.
+    #[arg(long, env = "LOGIN_RATE_PER_IP", default_value = "30/1m")]
+    pub login_rate_per_ip: RateSpec,
+    /// Login attempts per account (e-mail), as `count/period`: stops password guessing.
+    #[arg(long, env = "LOGIN_RATE_PER_ACCOUNT", default_value = "5/1m")]
+    pub login_rate_per_account: RateSpec,
+    /// API requests per access token, as `count/period`.
+    #[arg(long, env = "API_RATE_PER_TOKEN", default_value = "3000/1m")]
+    pub api_rate_per_token: RateSpec,
+    /// Longest a request may take before it is answered 503.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Password hashes computed at once (argon2 uses 19 MiB and a core each); 0 = one per core.
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
+    pub password_hash_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Registration {
+    Open,
+    Closed,
+}
+
+/// `count/period`, e.g. `5/1m`: at most `count` events per `period`, refilled evenly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSpec {
+    pub count: NonZeroU32,
+    pub period: Duration,
+}
+
+impl FromStr for RateSpec {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let expected = || format!("expected count/period such as 5/1m (got {raw:?})");
+        let (count, period) = raw.split_once('/').ok_or_else(expected)?;
+        let count: NonZeroU32 = count.trim().parse().map_err(|_| expected())?;
+        let period = parse_duration(period)?;
+        if period.is_zero() {
+            return Err(expected());
+        }
+        Ok(Self { count, period })
+    }
 }
 
 /// When both are set, the gateway creates (or resets) this admin at start-up.

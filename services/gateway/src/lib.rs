@@ -1,29 +1,81 @@
-//! The gateway: the REST API the web frontend and integrations use, and the publisher of domain
-//! events (through the transactional outbox).
+//! The gateway: the REST API the web frontend and integrations use (DESIGN.md §4), and the
+//! publisher of domain events through the transactional outbox.
+
+/// `format!` for SQL assembled only from constant pieces (column lists, fixed filters), never
+/// from input: input always goes through bind parameters.
+macro_rules! sql {
+    ($($arg:tt)*) => {
+        sqlx::AssertSqlSafe(format!($($arg)*))
+    };
+}
 
 pub mod admin;
+mod assignments;
+mod audit;
+mod audit_log;
+pub mod auth;
 pub mod config;
-pub mod password;
-mod routes;
+pub mod demo;
+mod error;
+mod extract;
+mod inventory;
+mod leads;
+mod meta;
+mod middleware;
+mod notes;
+mod notifications;
+pub mod openapi;
+mod pagination;
+pub mod policy;
+mod rate_limit;
+mod state;
+mod users;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use axum::Router;
 use leadflow_platform::{
     Platform, Server,
     outbox::{OutboxRelay, RelayConfig},
     retry::backoff,
 };
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::SwaggerUi;
 
 pub use config::GatewayConfig;
+use state::AppState;
 
 pub const SERVICE: &str = "gateway";
+
+/// Every `/api` route, with its OpenAPI description.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(leads::router())
+        .merge(notes::router())
+        .merge(assignments::router())
+        .merge(notifications::router())
+        .merge(inventory::router())
+        .merge(audit_log::router())
+}
+
+/// The router and the OpenAPI document built from the same registrations, so they cannot drift.
+pub fn router_and_spec() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .nest("/api", api())
+        .routes(routes!(meta::service_info))
+        .split_for_parts()
+}
 
 /// Builds the gateway: validates its configuration, binds `GATEWAY_ADDR`, and starts the outbox
 /// relay. PostgreSQL and NATS need not be up; health reports them until they are.
 pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Server> {
     config.gateway.jwt_secret()?;
+    let origins = middleware::parse_origins(&config.gateway.allowed_origins)?;
     let admin = match config.gateway.admin.requested()? {
         Some((email, password)) => Some(
             admin::NewAdmin::parse(
@@ -37,6 +89,7 @@ pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow
     };
 
     let platform = Platform::start(SERVICE, &config.platform, Vec::new(), shutdown).await?;
+    let state = AppState::new(platform.clone(), config.gateway.clone())?;
     if let Some(admin) = admin {
         platform.spawn(bootstrap_admin(platform.clone(), admin));
     }
@@ -47,15 +100,34 @@ pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow
         RelayConfig::default(),
     );
     platform.spawn(relay.run(platform.shutdown_token()));
+    platform.spawn(shrink_rate_limits(state.clone()));
 
-    let routes = routes::router(platform.clone());
-    Server::bind(
+    let (routes, spec) = router_and_spec();
+    let spec = Arc::new(spec);
+    let routes: Router = routes
+        .with_state(state.clone())
+        .merge(meta::router(state.clone(), spec.clone()))
+        .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", (*spec).clone()));
+    let timeout = config.gateway.request_timeout;
+    Ok(Server::bind(
         platform,
         config.gateway.gateway_addr,
         routes,
         "GATEWAY_ADDR",
     )
-    .await
+    .await?
+    .map_router(|router| middleware::apply(router, &origins, timeout)))
+}
+
+/// Rate limiters remember every key they saw; forget the idle ones now and then.
+async fn shrink_rate_limits(state: AppState) {
+    let token = state.platform.shutdown_token();
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => state.limits.shrink(),
+        }
+    }
 }
 
 /// Retries until the database is reachable, so the admin exists as soon as it can.
@@ -72,7 +144,7 @@ async fn bootstrap_admin(platform: Arc<Platform>, admin: admin::NewAdmin) {
                 return;
             }
             Err(err) => {
-                let delay = delays.next().unwrap_or(std::time::Duration::from_secs(5));
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(
                     error = %leadflow_platform::error_chain(&err),
                     retry_in = ?delay,

@@ -56,6 +56,12 @@ impl Server {
         })
     }
 
+    /// Wraps the whole router (platform routes included) in `outer`, e.g. security headers.
+    pub fn map_router(mut self, outer: impl FnOnce(Router) -> Router) -> Self {
+        self.router = outer(self.router);
+        self
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()

@@ -1,0 +1,102 @@
+//! `GET /api/audit`: the audit log, for admins.
+
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    error::ApiResult,
+    extract::{ApiQuery, Auth},
+    openapi::ProblemDoc,
+    pagination::{Counted, Page, PageParams},
+    policy::{Permission, require},
+    state::AppState,
+};
+
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct AuditRecord {
+    id: Uuid,
+    actor_id: Option<Uuid>,
+    actor_email: Option<String>,
+    action: String,
+    entity_type: Option<String>,
+    entity_id: Option<Uuid>,
+    success: bool,
+    request_id: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    #[schema(value_type = Object)]
+    details: Value,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_audit))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    /// e.g. `auth.login`, `lead.update`.
+    action: Option<String>,
+    actor_id: Option<Uuid>,
+    entity_id: Option<Uuid>,
+    /// 1-based page number.
+    #[serde(default = "crate::pagination::first_page")]
+    page: i64,
+    /// At most 100.
+    #[serde(default = "crate::pagination::default_per_page")]
+    per_page: i64,
+}
+
+impl AuditFilter {
+    fn paging(&self) -> PageParams {
+        PageParams {
+            page: self.page,
+            per_page: self.per_page,
+        }
+    }
+}
+
+/// Audit log, newest first (admins).
+#[utoipa::path(get, path = "/audit", tag = "audit", security(("bearer" = [])), params(AuditFilter),
+    responses((status = 200, body = Page<AuditRecord>), (status = 403, body = ProblemDoc)))]
+async fn list_audit(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    ApiQuery(filter): ApiQuery<AuditFilter>,
+) -> ApiResult<Json<Page<AuditRecord>>> {
+    require(&actor, Permission::ReadAudit)?;
+    let (limit, offset) = filter.paging().limit_offset()?;
+    const FILTER: &str = "($1::text is null or action = $1) and ($2::uuid is null or actor_id = $2) and ($3::uuid is null or entity_id = $3)";
+    let mut conn = state.conn().await?;
+    let rows: Vec<Counted<AuditRecord>> = sqlx::query_as(sql!(
+        "select count(*) over () as total, id, actor_id, actor_email, action, entity_type, entity_id, success,
+                request_id, host(ip) as ip, user_agent, details, created_at
+         from audit_log where {FILTER} order by created_at desc, id limit $4 offset $5"
+    ))
+    .bind(&filter.action)
+    .bind(filter.actor_id)
+    .bind(filter.entity_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let page = Page::from_counted(rows, &filter.paging(), || async {
+        Ok(
+            sqlx::query_scalar(sql!("select count(*) from audit_log where {FILTER}"))
+                .bind(&filter.action)
+                .bind(filter.actor_id)
+                .bind(filter.entity_id)
+                .fetch_one(&mut *conn)
+                .await?,
+        )
+    })
+    .await?;
+    Ok(Json(page))
+}

@@ -1,0 +1,135 @@
+//! Extractors that turn every rejection into problem+json, and the caller's identity.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::{
+    extract::{
+        ConnectInfo, FromRef, FromRequest, FromRequestParts, Request, rejection::JsonRejection,
+    },
+    http::{header, request::Parts},
+};
+use serde::de::DeserializeOwned;
+
+use crate::{error::ApiError, policy::Actor, state::AppState};
+
+/// `axum::Json`, with 400 (malformed), 413 (too large), 415 (not JSON) and 422 (wrong shape) as
+/// problem+json naming what is wrong.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let detail = match &rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            "Expected a JSON body with `Content-Type: application/json`.".to_owned()
+        }
+        JsonRejection::BytesRejection(_) if status.as_u16() == 413 => {
+            "The request body is larger than the 1 MiB limit.".to_owned()
+        }
+        other => other.body_text(),
+    };
+    ApiError::Rejected { status, detail }
+}
+
+/// `axum::extract::Query` with a 400 problem that quotes the parser.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// `axum::extract::Path` with a 400 problem (e.g. an id that is not a UUID).
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// The authenticated caller, from `Authorization: Bearer <access token>`. Also where the
+/// per-token API rate limit applies.
+pub struct Auth(pub Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or(ApiError::Unauthorized(
+                "Sign in: send `Authorization: Bearer <access token>`.",
+            ))?;
+        let actor = state
+            .tokens
+            .verify(token.trim())
+            .ok_or(ApiError::Unauthorized(
+                "The access token is invalid or expired.",
+            ))?;
+        state.limits.api_per_token.check(&actor.id)?;
+        Ok(Self(actor))
+    }
+}
+
+/// Where a request came from, for the audit log and per-address limits.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Meta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(500).collect::<String>())
+        };
+        Ok(Self {
+            ip,
+            user_agent: header("user-agent"),
+            request_id: header("x-request-id"),
+        })
+    }
+}

@@ -1,0 +1,380 @@
+//! CSV import (a `text/csv` body or a multipart upload, with a per-row report: good rows are
+//! kept whatever the bad ones hold) and export (the list's current filter).
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{FromRequest, Multipart, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::{
+    filter::LeadFilter,
+    insert_lead,
+    model::{Lead, LeadStatus, NewLead},
+    query_leads,
+};
+use crate::{
+    error::{ApiError, ApiResult},
+    extract::{Auth, Meta},
+    openapi::ProblemDoc,
+    state::AppState,
+};
+
+/// Columns, in export order; import accepts any subset in any order (by header name).
+pub const HEADER: [&str; 13] = [
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "company",
+    "job_title",
+    "source",
+    "status",
+    "budget",
+    "interest",
+    "timeline",
+    "tags",
+    "repeat_customer",
+];
+
+/// Columns export adds that are the system's, not the importer's: accepted on import and ignored,
+/// so an exported file imports as it is.
+pub const EXPORT_ONLY: [&str; 5] = ["id", "owner_id", "score", "tier", "created_at"];
+
+/// Most rows one import takes; larger files are split by the client.
+pub const MAX_ROWS: usize = 10_000;
+/// Most rows one export returns.
+pub const MAX_EXPORT: i64 = 100_000;
+/// Imports may be larger than the API's general 1 MiB body limit.
+pub const MAX_IMPORT_BYTES: usize = 10 * 1024 * 1024;
+
+/// The body limit for `path` when it is the import route.
+pub fn limit_for(path: &str) -> Option<usize> {
+    (path == "/api/leads/import").then_some(MAX_IMPORT_BYTES)
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(import_leads))
+        .routes(routes!(export_leads))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportReport {
+    imported: usize,
+    rejected: usize,
+    rows: Vec<RowReport>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowReport {
+    /// 1-based data row (the header is row 0).
+    row: usize,
+    /// `imported` or `rejected`.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<String>,
+}
+
+/// The CSV itself, from a `text/csv` body or the first file of a multipart form.
+async fn csv_body(request: Request, state: &AppState) -> ApiResult<Bytes> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let too_large = |_| ApiError::Rejected {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        detail: format!(
+            "Imports are limited to {} MiB.",
+            MAX_IMPORT_BYTES / 1024 / 1024
+        ),
+    };
+    if content_type.starts_with("text/csv") || content_type.starts_with("application/csv") {
+        return axum::body::to_bytes(request.into_body(), MAX_IMPORT_BYTES)
+            .await
+            .map_err(too_large);
+    }
+    if content_type.starts_with("multipart/form-data") {
+        let mut form = Multipart::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        while let Some(part) = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?
+        {
+            if part.file_name().is_some() || part.name() == Some("file") {
+                return part
+                    .bytes()
+                    .await
+                    .map_err(|e| ApiError::BadRequest(e.body_text()));
+            }
+        }
+        return Err(ApiError::BadRequest("The form has no file field.".into()));
+    }
+    Err(ApiError::Rejected {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        detail: "Send the CSV as `Content-Type: text/csv`, or as a file in `multipart/form-data`."
+            .into(),
+    })
+}
+
+/// Import leads from CSV (header row required). Valid rows are created even when others are
+/// refused; the report says which and why.
+#[utoipa::path(post, path = "/leads/import", tag = "leads", security(("bearer" = [])),
+    request_body(content = String, content_type = "text/csv", description = "CSV with a header row; columns: first_name, last_name, email, phone, company, job_title, source, status, budget, interest, timeline, tags (separated by ;), repeat_customer"),
+    responses((status = 200, body = ImportReport), (status = 400, body = ProblemDoc), (status = 413, body = ProblemDoc), (status = 415, body = ProblemDoc)))]
+async fn import_leads(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    meta: Meta,
+    request: Request,
+) -> ApiResult<Json<ImportReport>> {
+    let bytes = csv_body(request, &state).await?;
+    let mut reader = ::csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(::csv::Trim::All)
+        .from_reader(bytes.as_ref());
+    let headers = reader
+        .headers()
+        .map_err(|e| ApiError::BadRequest(format!("Cannot read the CSV header: {e}.")))?
+        .clone();
+    let unknown: Vec<&str> = headers
+        .iter()
+        .filter(|h| !HEADER.contains(h) && !EXPORT_ONLY.contains(h))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "Unknown CSV columns: {}; allowed: {}.",
+            unknown.join(", "),
+            HEADER.join(", ")
+        )));
+    }
+
+    let mut rows = Vec::new();
+    let mut valid = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let row = index + 1;
+        if row > MAX_ROWS {
+            return Err(ApiError::Rejected {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                detail: format!("Imports are limited to {MAX_ROWS} rows."),
+            });
+        }
+        let parsed = record
+            .map_err(|e| vec![format!("unreadable row: {e}")])
+            .and_then(|record| parse_row(&headers, &record));
+        match parsed.and_then(|lead| lead.validate().map_err(problems)) {
+            Ok(lead) => {
+                valid.push((rows.len(), lead));
+                rows.push(RowReport {
+                    row,
+                    status: "imported",
+                    id: None,
+                    errors: Vec::new(),
+                });
+            }
+            Err(errors) => rows.push(RowReport {
+                row,
+                status: "rejected",
+                id: None,
+                errors,
+            }),
+        }
+    }
+
+    let mut tx = state.begin().await?;
+    for (position, lead) in valid {
+        match insert_lead(&mut tx, &actor, &meta, lead).await {
+            Ok(created) => rows[position].id = Some(created.id),
+            Err(ApiError::Validation(errors)) => {
+                rows[position].status = "rejected";
+                rows[position].errors = errors
+                    .into_iter()
+                    .map(|e| format!("{}: {}", e.field, e.detail))
+                    .collect();
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    tx.commit().await?;
+    let imported = rows.iter().filter(|r| r.status == "imported").count();
+    Ok(Json(ImportReport {
+        imported,
+        rejected: rows.len() - imported,
+        rows,
+    }))
+}
+
+fn problems(err: ApiError) -> Vec<String> {
+    match err {
+        ApiError::Validation(errors) => errors
+            .into_iter()
+            .map(|e| format!("{}: {}", e.field, e.detail))
+            .collect(),
+        other => vec![other.to_string()],
+    }
+}
+
+fn parse_row(
+    headers: &::csv::StringRecord,
+    record: &::csv::StringRecord,
+) -> Result<NewLead, Vec<String>> {
+    let mut lead = NewLead::default();
+    let mut errors = Vec::new();
+    for (name, value) in headers.iter().zip(record.iter()) {
+        let value = unguard_formula(value);
+        let text = (!value.is_empty()).then(|| value.to_owned());
+        match name {
+            "first_name" => lead.first_name = text,
+            "last_name" => lead.last_name = text,
+            "email" => lead.email = text,
+            "phone" => lead.phone = text,
+            "company" => lead.company = text,
+            "job_title" => lead.job_title = text,
+            "source" => lead.source = text,
+            "interest" => lead.interest = text,
+            "timeline" => lead.timeline = text,
+            "status" if value.is_empty() => {}
+            "status" => match LeadStatus::parse(&value.to_lowercase()) {
+                Some(status) => lead.status = Some(status),
+                None => errors.push(format!(
+                    "status: must be one of {}",
+                    LeadStatus::ALL.join(", ")
+                )),
+            },
+            "budget" if value.is_empty() => {}
+            "budget" => match value.replace([',', '$', '€', '£', ' '], "").parse::<f64>() {
+                Ok(budget) => lead.budget = Some(budget),
+                Err(_) => errors.push("budget: must be a number".into()),
+            },
+            "tags" => {
+                lead.tags = Some(
+                    value
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                );
+            }
+            "repeat_customer" if value.is_empty() => {}
+            "repeat_customer" => match value.to_lowercase().as_str() {
+                "true" | "yes" | "1" => lead.repeat_customer = Some(true),
+                "false" | "no" | "0" => lead.repeat_customer = Some(false),
+                _ => errors.push("repeat_customer: must be true or false".into()),
+            },
+            _ => {}
+        }
+    }
+    if record.len() > headers.len() {
+        errors.push(format!(
+            "has {} fields, the header {}",
+            record.len(),
+            headers.len()
+        ));
+    }
+    if errors.is_empty() {
+        Ok(lead)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Export the leads the list would show for the same filter (all pages, up to 100,000 rows).
+#[utoipa::path(get, path = "/leads/export", tag = "leads", security(("bearer" = [])),
+    params(("q" = Option<String>, Query), ("status" = Option<String>, Query), ("tier" = Option<String>, Query),
+           ("owner_id" = Option<Uuid>, Query), ("assigned_to" = Option<String>, Query), ("sort" = Option<String>, Query)),
+    responses((status = 200, content_type = "text/csv", body = String), (status = 400, body = ProblemDoc)))]
+async fn export_leads(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    axum::extract::Query(pairs): axum::extract::Query<Vec<(String, String)>>,
+) -> ApiResult<Response> {
+    let pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(k, _)| k != "page" && k != "per_page")
+        .collect();
+    let filter = LeadFilter::parse(&pairs)?;
+    let mut conn = state.conn().await?;
+    let rows = query_leads(&mut conn, &actor, &filter, Some((MAX_EXPORT, 0))).await?;
+    let mut writer = ::csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<&str> = vec!["id"];
+    header.extend(HEADER);
+    header.extend(["owner_id", "score", "tier", "created_at"]);
+    writer
+        .write_record(&header)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    for row in rows {
+        writer
+            .write_record(export_row(&row.item))
+            .map_err(|e| ApiError::Internal(e.into()))?;
+    }
+    let body = writer
+        .into_inner()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"leads.csv\""),
+    );
+    Ok(response)
+}
+
+fn export_row(lead: &Lead) -> Vec<String> {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    vec![
+        lead.id.to_string(),
+        guard_formula(&lead.first_name),
+        guard_formula(&lead.last_name),
+        opt(&lead.email),
+        guard_formula(&opt(&lead.phone)),
+        guard_formula(&opt(&lead.company)),
+        guard_formula(&opt(&lead.job_title)),
+        guard_formula(&opt(&lead.source)),
+        lead.status.clone(),
+        lead.budget.map(|b| b.to_string()).unwrap_or_default(),
+        guard_formula(&opt(&lead.interest)),
+        guard_formula(&opt(&lead.timeline)),
+        lead.tags.join(";"),
+        lead.repeat_customer.to_string(),
+        lead.owner_id.map(|o| o.to_string()).unwrap_or_default(),
+        lead.score.map(|s| s.to_string()).unwrap_or_default(),
+        lead.tier.clone().unwrap_or_default(),
+        lead.created_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    ]
+}
+
+fn unguard_formula(value: &str) -> &str {
+    match value.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@']) => rest,
+        _ => value,
+    }
+}
+
+/// Spreadsheets run cells starting with = + - @ as formulas (CSV injection); a leading quote
+/// makes them text. Import strips it again, so a round trip keeps the value.
+fn guard_formula(value: &str) -> String {
+    if value.starts_with(['=', '+', '-', '@']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    }
+}

@@ -1,0 +1,134 @@
+//! The read side of notifications (the notifier writes them): list, mark one read, mark all read.
+
+use axum::{Json, extract::State, http::StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    error::{ApiError, ApiResult},
+    extract::{ApiPath, ApiQuery, Auth},
+    openapi::ProblemDoc,
+    pagination::{Counted, Page, PageParams},
+    state::AppState,
+};
+
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Notification {
+    id: Uuid,
+    /// Increasing position, also the SSE event id.
+    seq: i64,
+    kind: String,
+    #[schema(value_type = Object)]
+    payload: Value,
+    #[serde(with = "time::serde::rfc3339::option")]
+    read_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+const COLUMNS: &str = "id, seq, kind, payload, read_at, created_at";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_notifications))
+        .routes(routes!(mark_read))
+        .routes(routes!(mark_all_read))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationFilter {
+    /// `true`: only unread ones.
+    #[serde(default)]
+    unread: bool,
+    /// 1-based page number.
+    #[serde(default = "crate::pagination::first_page")]
+    page: i64,
+    /// At most 100.
+    #[serde(default = "crate::pagination::default_per_page")]
+    per_page: i64,
+}
+
+impl NotificationFilter {
+    fn paging(&self) -> PageParams {
+        PageParams {
+            page: self.page,
+            per_page: self.per_page,
+        }
+    }
+}
+
+/// The caller's notifications, newest first.
+#[utoipa::path(get, path = "/notifications", tag = "notifications", security(("bearer" = [])), params(NotificationFilter),
+    responses((status = 200, body = Page<Notification>), (status = 401, body = ProblemDoc)))]
+async fn list_notifications(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    ApiQuery(filter): ApiQuery<NotificationFilter>,
+) -> ApiResult<Json<Page<Notification>>> {
+    let (limit, offset) = filter.paging().limit_offset()?;
+    let mut conn = state.conn().await?;
+    const FILTER: &str = "user_id = $1 and (not $2 or read_at is null)";
+    let rows: Vec<Counted<Notification>> = sqlx::query_as(sql!(
+        "select count(*) over () as total, {COLUMNS} from notifications where {FILTER} order by seq desc limit $3 offset $4"
+    ))
+    .bind(actor.id)
+    .bind(filter.unread)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let page = Page::from_counted(rows, &filter.paging(), || async {
+        Ok(
+            sqlx::query_scalar(sql!("select count(*) from notifications where {FILTER}"))
+                .bind(actor.id)
+                .bind(filter.unread)
+                .fetch_one(&mut *conn)
+                .await?,
+        )
+    })
+    .await?;
+    Ok(Json(page))
+}
+
+/// Mark one of the caller's notifications read.
+#[utoipa::path(post, path = "/notifications/{id}/read", tag = "notifications", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = Notification), (status = 404, body = ProblemDoc)))]
+async fn mark_read(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Notification>> {
+    let mut conn = state.conn().await?;
+    let notification = sqlx::query_as(sql!(
+        "update notifications set read_at = coalesce(read_at, now()) where id = $1 and user_id = $2 returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(actor.id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(ApiError::NotFound("notification"))?;
+    Ok(Json(notification))
+}
+
+/// Mark all the caller's notifications read; answers how many changed.
+#[utoipa::path(post, path = "/notifications/read-all", tag = "notifications", security(("bearer" = [])),
+    responses((status = 200, body = Object, example = json!({"marked": 3})), (status = 401, body = ProblemDoc)))]
+async fn mark_all_read(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let mut conn = state.conn().await?;
+    let marked = sqlx::query(
+        "update notifications set read_at = now() where user_id = $1 and read_at is null",
+    )
+    .bind(actor.id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok((StatusCode::OK, Json(json!({ "marked": marked }))))
+}

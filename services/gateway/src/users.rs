@@ -1,0 +1,301 @@
+//! Users: admins manage everyone, managers list users and manage sales reps, nobody changes their
+//! own role.
+
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use leadflow_platform::problem::FieldError;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    admin::normalize_email,
+    audit::{self, Change},
+    auth::password,
+    error::{ApiError, ApiResult, violated_constraint},
+    extract::{ApiJson, ApiPath, ApiQuery, Auth, Meta},
+    pagination::{Counted, Page, PageParams},
+    policy::{Permission, Role, may_manage_user, require},
+    state::AppState,
+};
+
+pub const COLUMNS: &str =
+    "id, email, name, role, active, preferences, last_login_at, created_at, updated_at";
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub active: bool,
+    #[schema(value_type = Object)]
+    pub preferences: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_login_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl TryFrom<String> for Role {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Role::parse(&raw).ok_or_else(|| format!("unknown role {raw:?}"))
+    }
+}
+
+pub fn field(name: &str, detail: impl Into<String>) -> FieldError {
+    FieldError {
+        field: name.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserFilter {
+    role: Option<Role>,
+    active: Option<bool>,
+    /// 1-based page number.
+    #[serde(default = "crate::pagination::first_page")]
+    page: i64,
+    /// At most 100.
+    #[serde(default = "crate::pagination::default_per_page")]
+    per_page: i64,
+}
+
+impl UserFilter {
+    fn paging(&self) -> PageParams {
+        PageParams {
+            page: self.page,
+            per_page: self.per_page,
+        }
+    }
+}
+
+/// List users (admins and managers).
+#[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])), params(UserFilter),
+    responses((status = 200, body = Page<User>), (status = 401, body = crate::openapi::ProblemDoc), (status = 403, body = crate::openapi::ProblemDoc)))]
+async fn list_users(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    ApiQuery(filter): ApiQuery<UserFilter>,
+) -> ApiResult<Json<Page<User>>> {
+    require(&actor, Permission::ListUsers)?;
+    let (limit, offset) = filter.paging().limit_offset()?;
+    let mut conn = state.conn().await?;
+    const FILTER: &str = "($1::text is null or role = $1) and ($2::bool is null or active = $2)";
+    let role = filter.role.map(Role::as_str);
+    let rows: Vec<Counted<User>> = sqlx::query_as(sql!(
+        "select count(*) over () as total, {COLUMNS} from users where {FILTER}
+         order by created_at, id limit $3 offset $4"
+    ))
+    .bind(role)
+    .bind(filter.active)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let page = Page::from_counted(rows, &filter.paging(), || async {
+        let total = sqlx::query_scalar(sql!("select count(*) from users where {FILTER}"))
+            .bind(role)
+            .bind(filter.active)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(total)
+    })
+    .await?;
+    Ok(Json(page))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    email: String,
+    name: String,
+    password: String,
+    /// Defaults to `sales_rep`; managers may only create sales reps.
+    role: Option<Role>,
+}
+
+/// Create a user (admins: any role; managers: sales reps).
+#[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = [])), request_body = NewUser,
+    responses((status = 201, body = User), (status = 403, body = crate::openapi::ProblemDoc), (status = 409, body = crate::openapi::ProblemDoc), (status = 422, body = crate::openapi::ProblemDoc)))]
+async fn create_user(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    meta: Meta,
+    ApiJson(body): ApiJson<NewUser>,
+) -> ApiResult<impl IntoResponse> {
+    require(&actor, Permission::ManageUsers)?;
+    let role = body.role.unwrap_or(Role::SalesRep);
+    if !may_manage_user(&actor, None, role, None) {
+        return Err(ApiError::Forbidden(format!(
+            "You may not create a user with role {}.",
+            role.as_str()
+        )));
+    }
+    let mut errors = Vec::new();
+    let email = normalize_email(&body.email);
+    if email.is_none() {
+        errors.push(field("email", "must be an e-mail address"));
+    }
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        errors.push(field("name", "must be 1 to 200 characters"));
+    }
+    if let Err(e) = password::validate(&body.password) {
+        errors.push(field("password", e.to_string()));
+    }
+    let Some(email) = email.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let hash = password::hash_bounded(&state, SecretString::from(body.password)).await?;
+    let mut tx = state.begin().await?;
+    let user: User = sqlx::query_as(sql!(
+        "insert into users (email, name, password_hash, role) values ($1, $2, $3, $4) returning {COLUMNS}"
+    ))
+    .bind(&email)
+    .bind(&name)
+    .bind(&hash)
+    .bind(role.as_str())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match violated_constraint(&e) {
+        Some("users_email_key") => ApiError::Conflict("A user with this e-mail already exists.".into()),
+        _ => e.into(),
+    })?;
+    audit::change(
+        &mut tx,
+        &actor,
+        &meta,
+        Change {
+            action: "user.create",
+            entity_type: "user",
+            entity_id: user.id,
+            details: json!({ "email": email, "role": role }),
+            event: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+async fn fetch(conn: &mut sqlx::PgConnection, id: Uuid) -> ApiResult<User> {
+    sqlx::query_as(sql!("select {COLUMNS} from users where id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(ApiError::NotFound("user"))
+}
+
+/// One user (admins and managers; anyone may read themselves).
+#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = User), (status = 403, body = crate::openapi::ProblemDoc), (status = 404, body = crate::openapi::ProblemDoc)))]
+async fn get_user(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<User>> {
+    if id != actor.id {
+        require(&actor, Permission::ListUsers)?;
+    }
+    let mut conn = state.conn().await?;
+    Ok(Json(fetch(&mut conn, id).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    name: Option<String>,
+    role: Option<Role>,
+    active: Option<bool>,
+    /// Sets a new password (a reset); the user's sessions are signed out.
+    password: Option<String>,
+}
+
+/// Change a user's name, role, active flag or password.
+#[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = Uuid, Path)), request_body = UserPatch,
+    responses((status = 200, body = User), (status = 403, body = crate::openapi::ProblemDoc), (status = 404, body = crate::openapi::ProblemDoc), (status = 422, body = crate::openapi::ProblemDoc)))]
+async fn update_user(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    meta: Meta,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(patch): ApiJson<UserPatch>,
+) -> ApiResult<Json<User>> {
+    require(&actor, Permission::ManageUsers)?;
+    let mut errors = Vec::new();
+    let name = patch.name.as_deref().map(str::trim);
+    if name.is_some_and(|n| n.is_empty() || n.chars().count() > 200) {
+        errors.push(field("name", "must be 1 to 200 characters"));
+    }
+    if let Some(Err(e)) = patch.password.as_deref().map(password::validate) {
+        errors.push(field("password", e.to_string()));
+    }
+    if id == actor.id && patch.active == Some(false) {
+        errors.push(field("active", "you cannot deactivate yourself"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let hash = match patch.password {
+        Some(p) => Some(password::hash_bounded(&state, SecretString::from(p)).await?),
+        None => None,
+    };
+
+    let mut tx = state.begin().await?;
+    let target = fetch(&mut tx, id).await?;
+    if !may_manage_user(&actor, Some(id), target.role, patch.role) {
+        return Err(ApiError::Forbidden(
+            "You may not change this user or give this role.".into(),
+        ));
+    }
+    let user: User = sqlx::query_as(sql!(
+        "update users set name = coalesce($2, name), role = coalesce($3, role), active = coalesce($4, active),
+                          password_hash = coalesce($5, password_hash)
+         where id = $1 returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(name)
+    .bind(patch.role.map(Role::as_str))
+    .bind(patch.active)
+    .bind(hash.as_deref())
+    .fetch_one(&mut *tx)
+    .await?;
+    if hash.is_some() || patch.active == Some(false) {
+        sqlx::query("update refresh_tokens set revoked_at = now() where user_id = $1 and revoked_at is null")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    audit::change(
+        &mut tx,
+        &actor,
+        &meta,
+        Change {
+            action: "user.update",
+            entity_type: "user",
+            entity_id: id,
+            details: json!({ "name": name, "role": patch.role, "active": patch.active, "password_reset": hash.is_some() }),
+            event: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(user))
+}
