@@ -117,3 +117,180 @@ pub async fn health_once(base: &str, pred: impl Fn(&Value) -> bool) -> Value {
     )
     .await
 }
+
+/// A gateway started in this test's process on a free port, with its own database and NATS
+/// namespace, and helpers to make users and call the API as them.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pool: sqlx::PgPool,
+    pub namespace: String,
+    /// Dropped, with the database, when the app is.
+    _db: leadflow_testkit::TestDb,
+    token: tokio_util::sync::CancellationToken,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub struct TestUser {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub token: String,
+    pub refresh: String,
+}
+
+pub const PASSWORD: &str = "correct-horse-battery-staple";
+
+/// One argon2 hash of [`PASSWORD`] for all test users: hashing is the slow part of making users.
+async fn password_hash() -> String {
+    static HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    HASH.get_or_init(|| async {
+        leadflow_gateway::auth::password::hash(secrecy::SecretString::from(PASSWORD))
+            .await
+            .expect("hash")
+    })
+    .await
+    .clone()
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(extra: &[&str]) -> Self {
+        use clap::Parser as _;
+        let db = leadflow_testkit::TestDb::empty().await;
+        let url: leadflow_platform::config::DatabaseUrl = db.url.parse().expect("url");
+        leadflow_platform::db::migrate(&url).await.expect("migrate");
+        let namespace = leadflow_testkit::unique_namespace();
+        let mut args = vec![
+            "gateway",
+            "--gateway-addr",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            JWT_SECRET,
+            "--database-url",
+            &db.url,
+            "--leadflow-namespace",
+            &namespace,
+            "--health-probe-interval",
+            "200ms",
+            "--api-rate-per-token",
+            "100000/1m",
+            "--login-rate-per-ip",
+            "100000/1m",
+        ];
+        args.extend_from_slice(extra);
+        let config = leadflow_gateway::GatewayConfig::try_parse_from(args).expect("config");
+        let token = tokio_util::sync::CancellationToken::new();
+        let server = leadflow_gateway::build(config, token.clone())
+            .await
+            .expect("gateway starts");
+        let base = format!("http://{}", server.local_addr());
+        let running = tokio::spawn(server.run_until_stopped());
+        let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            pool,
+            namespace,
+            _db: db,
+            token,
+            running,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A user with `role` ("admin", "manager", "sales_rep"), signed in.
+    pub async fn user(&self, role: &str) -> TestUser {
+        let email = format!(
+            "{role}-{}@example.com",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let id: uuid::Uuid = sqlx::query_scalar(
+            "insert into users (email, name, password_hash, role) values ($1, $2, $3, $4) returning id",
+        )
+        .bind(&email)
+        .bind(format!("Test {role}"))
+        .bind(password_hash().await)
+        .bind(role)
+        .fetch_one(&self.pool)
+        .await
+        .expect("insert user");
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(serde_json::json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, 200, "login: {body}");
+        TestUser {
+            id,
+            email,
+            token: body["access_token"].as_str().expect("token").to_owned(),
+            refresh: body["refresh_token"].as_str().expect("refresh").to_owned(),
+        }
+    }
+
+    /// Calls the API; the body is parsed as JSON when it is JSON, else returned as a string.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let is_problem = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json"));
+        let text = response.text().await.expect("body");
+        let value = if is_problem && !text.is_empty() {
+            serde_json::from_str(&text).expect("JSON body")
+        } else {
+            Value::String(text)
+        };
+        if status >= 400 && status != 405 {
+            assert!(is_problem, "{status} without problem+json: {value}");
+        }
+        (status, value)
+    }
+
+    pub async fn create_lead(&self, token: &str, body: Value) -> Value {
+        let (status, lead) = self
+            .call("POST", "/api/leads", Some(token), Some(body))
+            .await;
+        assert_eq!(status, 201, "{lead}");
+        lead
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.running.await.expect("task").expect("clean stop");
+        self.pool.close().await;
+        leadflow_testkit::drop_namespace(&self.namespace).await;
+    }
+}
