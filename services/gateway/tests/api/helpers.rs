@@ -189,6 +189,16 @@ impl TestApp {
         let base = format!("http://{}", server.local_addr());
         let running = tokio::spawn(server.run_until_stopped());
         let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+        let ready = format!("{base}/readyz");
+        leadflow_testkit::eventually(
+            Duration::from_secs(20),
+            "the gateway to be ready",
+            || async {
+                let status = reqwest::get(&ready).await.ok()?.status();
+                (status == 200).then_some(())
+            },
+        )
+        .await;
         Self {
             base,
             client: reqwest::Client::new(),

@@ -2,6 +2,9 @@
 
 mod access;
 mod auth;
+mod changes;
 mod helpers;
+mod http;
 mod leads;
+mod openapi;
 mod startup;
