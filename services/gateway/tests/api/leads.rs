@@ -2,6 +2,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
 
+/// first_name, last_name, company, budget, tags, repeat_customer, status
+type LeadFields = (String, String, Option<String>, Option<f64>, Vec<String>, bool, String);
+
 async fn snapshot(app: &TestApp) -> Value {
     let rows: Vec<sqlx::types::Json<Value>> =
         sqlx::query_scalar("select to_jsonb(l) - 'search_text' from leads l order by id")
@@ -469,7 +472,7 @@ async fn csv_import_keeps_good_rows_reports_bad_ones_and_export_round_trips() {
     assert_eq!(response.status(), 200);
     let again: Value = response.json().await.expect("report");
     assert_eq!(again["imported"], 3, "{again}");
-    let pairs: Vec<(String, String, Option<String>, Option<f64>, Vec<String>, bool, String)> = sqlx::query_as(
+    let pairs: Vec<LeadFields> = sqlx::query_as(
         "select first_name, last_name, company, budget::float8, tags, repeat_customer, status from leads order by last_name, created_at",
     )
     .fetch_all(&app.pool)
