@@ -171,10 +171,21 @@ async fn import_leads(
                 detail: format!("Imports are limited to {MAX_ROWS} rows."),
             });
         }
+        // Field checks run even when some cells did not parse, so the report lists every problem.
         let parsed = record
             .map_err(|e| vec![format!("unreadable row: {e}")])
-            .and_then(|record| parse_row(&headers, &record));
-        match parsed.and_then(|lead| lead.validate().map_err(problems)) {
+            .and_then(|record| {
+                let (lead, mut errors) = parse_row(&headers, &record);
+                match lead.validate() {
+                    Ok(valid) if errors.is_empty() => Ok(valid),
+                    Ok(_) => Err(errors),
+                    Err(invalid) => {
+                        errors.extend(problems(invalid));
+                        Err(errors)
+                    }
+                }
+            });
+        match parsed {
             Ok(lead) => {
                 valid.push((rows.len(), lead));
                 rows.push(RowReport {
@@ -226,10 +237,8 @@ fn problems(err: ApiError) -> Vec<String> {
     }
 }
 
-fn parse_row(
-    headers: &::csv::StringRecord,
-    record: &::csv::StringRecord,
-) -> Result<NewLead, Vec<String>> {
+/// The row as a lead, and what could not be read from it.
+fn parse_row(headers: &::csv::StringRecord, record: &::csv::StringRecord) -> (NewLead, Vec<String>) {
     let mut lead = NewLead::default();
     let mut errors = Vec::new();
     for (name, value) in headers.iter().zip(record.iter()) {
@@ -284,11 +293,7 @@ fn parse_row(
             headers.len()
         ));
     }
-    if errors.is_empty() {
-        Ok(lead)
-    } else {
-        Err(errors)
-    }
+    (lead, errors)
 }
 
 /// Export the leads the list would show for the same filter (all pages, up to 100,000 rows).

@@ -214,3 +214,56 @@ async fn it_recovers_by_itself_when_the_database_and_nats_come_back() {
     running.await.expect("task").expect("clean stop");
     drop_namespace(&namespace).await;
 }
+
+#[tokio::test]
+async fn with_an_otlp_endpoint_spans_are_exported_over_grpc() {
+    // A stand-in collector: it only has to see the exporter's HTTP/2 (gRPC) connection arrive.
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", collector.local_addr().expect("addr"));
+    let namespace = unique_namespace();
+    let test_db = TestDb::empty().await;
+    let gateway = GatewayProcess::spawn(&[
+        ("DATABASE_URL", &test_db.url),
+        ("JWT_SECRET", JWT_SECRET),
+        ("LEADFLOW_NAMESPACE", &namespace),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]);
+    let _ = health_once(&gateway.base, |h| h["service"] == "gateway").await;
+    for _ in 0..3 {
+        let _ = get(&format!("{}/", gateway.base)).await;
+    }
+    let (mut socket, _) = tokio::time::timeout(Duration::from_secs(15), collector.accept())
+        .await
+        .expect("the exporter connects to the collector")
+        .expect("accept");
+    let mut preface = [0u8; 24];
+    tokio::io::AsyncReadExt::read_exact(&mut socket, &mut preface).await.expect("preface");
+    assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    drop(socket);
+    let logs = gateway.stop().await;
+    assert!(!logs.contains("panicked"), "{logs}");
+    drop_namespace(&namespace).await;
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let namespace = unique_namespace();
+    let port = closed_port().await;
+    let gateway = GatewayProcess::spawn(&[
+        ("DATABASE_URL", &format!("postgres://leadflow:{PASSWORD}@127.0.0.1:{port}/leadflow")),
+        ("JWT_SECRET", JWT_SECRET),
+        ("LEADFLOW_NAMESPACE", &namespace),
+        ("LOG_FORMAT", "json"),
+    ]);
+    let _ = health_once(&gateway.base, |h| !h["database"]["error_type"].is_null()).await;
+    let logs = gateway.stop().await;
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{logs}");
+    for line in lines {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(entry["level"].is_string() && entry["timestamp"].is_string(), "{line}");
+    }
+    assert!(!logs.contains(PASSWORD));
+    drop_namespace(&namespace).await;
+}
