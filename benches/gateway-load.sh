@@ -47,6 +47,7 @@ psql "$DATABASE_URL" -tAc "select id from leads order by random() limit 10000" >
 
 JWT_SECRET=$(head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n') \
 GATEWAY_ADDR=127.0.0.1:$PORT LEADFLOW_NAMESPACE=bench API_RATE_PER_TOKEN=1000000000/1m \
+LOGIN_RATE_PER_IP=1000000000/1m LOGIN_RATE_PER_ACCOUNT=1000000000/1m \
 DB_POOL_MAX=${DB_POOL_MAX:-16} RUST_LOG=warn target/release/gateway >"$work/gateway.log" 2>&1 &
 gateway_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
@@ -58,14 +59,14 @@ run() {
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "benches/wrk/$1.lua" "http://127.0.0.1:$PORT" \
     | grep -E "Requests/sec|Non-2xx|Socket errors|^ +(50|75|90|99)%|Latency "
 }
-for scenario in get_lead list_leads create_lead; do
+for scenario in get_lead list_leads search_leads create_lead; do
   echo "== $scenario: $THREADS threads, $CONNECTIONS connections, $DURATION"
   run "$scenario"
 done
 # Sign-ins are slow on purpose (argon2); they must not starve everything else.
 echo "== get_lead while 16 connections sign in continuously"
-wrk -t1 -c16 -d"$DURATION" -s benches/wrk/login.lua "http://127.0.0.1:$PORT" > "$work/login.txt" &
+wrk -t1 -c16 -d"$DURATION" -s benches/wrk/login.lua "http://127.0.0.1:$PORT/api/auth/login" > "$work/login.txt" &
 login_pid=$!
 run get_lead
 wait "$login_pid"
-echo "   logins: $(grep Requests/sec "$work/login.txt")"
+echo "   logins meanwhile: $(grep -E "Requests/sec|Non-2xx" "$work/login.txt" | tr -s " " | tr "\n" " ")"

@@ -57,9 +57,15 @@ create table leads (
 );
 -- Lists never show soft-deleted leads, so every list index leaves them out.
 create index leads_status_idx on leads (status, created_at desc) where deleted_at is null;
+-- the pipeline view: one status, best score first
+create index leads_status_score_idx on leads (status, score desc nulls last, created_at desc, id)
+    where deleted_at is null;
 create index leads_tier_idx on leads (tier, score desc) where deleted_at is null;
 create index leads_owner_idx on leads (owner_id, created_at desc) where deleted_at is null;
-create index leads_score_idx on leads (score desc nulls last, created_at desc) where deleted_at is null;
+-- "my leads", best score first
+create index leads_owner_score_idx on leads (owner_id, score desc nulls last, created_at desc, id)
+    where deleted_at is null;
+create index leads_score_idx on leads (score desc nulls last, created_at desc, id) where deleted_at is null;
 create index leads_created_idx on leads (created_at desc) where deleted_at is null;
 create index leads_email_idx on leads (email) where deleted_at is null;
 create index leads_tags_idx on leads using gin (tags) where deleted_at is null;

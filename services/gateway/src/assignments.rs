@@ -249,6 +249,7 @@ async fn create_assignment(
     )
     .await?;
     tx.commit().await?;
+    state.lead_counts.invalidate();
     Ok((StatusCode::CREATED, Json(assignment)))
 }
 
@@ -348,6 +349,7 @@ async fn transfer_assignment(
     )
     .await?;
     tx.commit().await?;
+    state.lead_counts.invalidate();
     Ok((StatusCode::CREATED, Json(next)))
 }
 

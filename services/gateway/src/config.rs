@@ -56,7 +56,7 @@ pub struct GatewayArgs {
     /// Longest a request may take before it is answered 503.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
-    /// Password hashes computed at once (argon2 uses 19 MiB and a core each); 0 = one per core.
+    /// Password hashes computed at once (argon2 uses 19 MiB and a core each); 0 = half the cores.
     #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", default_value_t = 0)]
     pub password_hash_concurrency: usize,
 }

@@ -19,6 +19,7 @@ pub struct Inner {
     pub tokens: TokenService,
     pub limits: RateLimits,
     pub settings: GatewayArgs,
+    pub lead_counts: crate::leads::counts::LeadCounts,
     /// Bounds concurrent argon2 work, so logins cannot starve everything else of CPU and memory.
     pub hashing: Semaphore,
 }
@@ -34,8 +35,9 @@ impl Deref for AppState {
 impl AppState {
     pub fn new(platform: Arc<Platform>, settings: GatewayArgs) -> anyhow::Result<Self> {
         let secret = settings.jwt_secret()?.clone();
+        // Half the cores by default: sign-in storms then leave the other half to everything else.
         let permits = match settings.password_hash_concurrency {
-            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            0 => std::thread::available_parallelism().map_or(1, |n| (usize::from(n) / 2).max(1)),
             n => n,
         };
         Ok(Self(Arc::new(Inner {
@@ -50,6 +52,7 @@ impl AppState {
                 api_per_token: Limiter::new(settings.api_rate_per_token),
             },
             hashing: Semaphore::new(permits),
+            lead_counts: Default::default(),
             platform,
             settings,
         })))

@@ -153,16 +153,18 @@ async fn login(
         return Err(limited);
     }
 
-    let mut conn = state.conn().await?;
     let found: Option<(Uuid, String, bool)> =
         sqlx::query_as("select id, password_hash, active from users where email = $1")
             .bind(&email)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut *state.conn().await?)
             .await?;
-    // Unknown users are checked against a dummy hash, so both failures take the same time.
+    // No connection is held while hashing: a queue of sign-ins must not drain the pool that every
+    // other request needs. Unknown users are checked against a dummy hash, so both failures take
+    // the same time.
     let stored = found.as_ref().map(|(_, hash, _)| hash.clone());
     let matches =
         password::verify_bounded(&state, SecretString::from(body.password), stored).await?;
+    let mut conn = state.conn().await?;
     let user_id = match found {
         Some((id, _, true)) if matches => id,
         Some((id, _, _)) => {

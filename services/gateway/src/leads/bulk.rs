@@ -128,6 +128,7 @@ async fn bulk(
         match outcome {
             Ok(()) => {
                 tx.commit().await?;
+                state.lead_counts.invalidate();
                 report.succeeded.push(id);
             }
             Err(

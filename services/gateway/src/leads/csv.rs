@@ -219,6 +219,7 @@ async fn import_leads(
         }
     }
     tx.commit().await?;
+    state.lead_counts.invalidate();
     let imported = rows.iter().filter(|r| r.status == "imported").count();
     Ok(Json(ImportReport {
         imported,
@@ -238,7 +239,10 @@ fn problems(err: ApiError) -> Vec<String> {
 }
 
 /// The row as a lead, and what could not be read from it.
-fn parse_row(headers: &::csv::StringRecord, record: &::csv::StringRecord) -> (NewLead, Vec<String>) {
+fn parse_row(
+    headers: &::csv::StringRecord,
+    record: &::csv::StringRecord,
+) -> (NewLead, Vec<String>) {
     let mut lead = NewLead::default();
     let mut errors = Vec::new();
     for (name, value) in headers.iter().zip(record.iter()) {
@@ -312,7 +316,7 @@ async fn export_leads(
         .collect();
     let filter = LeadFilter::parse(&pairs)?;
     let mut conn = state.conn().await?;
-    let rows = query_leads(&mut conn, &actor, &filter, Some((MAX_EXPORT, 0))).await?;
+    let rows = query_leads(&mut conn, &actor, &filter, (MAX_EXPORT, 0)).await?;
     let mut writer = ::csv::Writer::from_writer(Vec::new());
     let mut header: Vec<&str> = vec!["id"];
     header.extend(HEADER);
@@ -322,7 +326,7 @@ async fn export_leads(
         .map_err(|e| ApiError::Internal(e.into()))?;
     for row in rows {
         writer
-            .write_record(export_row(&row.item))
+            .write_record(export_row(&row))
             .map_err(|e| ApiError::Internal(e.into()))?;
     }
     let body = writer

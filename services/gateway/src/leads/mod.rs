@@ -3,6 +3,7 @@
 
 mod activities;
 mod bulk;
+pub mod counts;
 mod csv;
 pub mod filter;
 pub mod model;
@@ -22,7 +23,7 @@ use crate::{
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiPath, Auth, Meta},
     openapi::ProblemDoc,
-    pagination::{Counted, Page},
+    pagination::Page,
     policy::{Actor, LeadScope, Permission, allows},
     state::AppState,
     users::field,
@@ -58,35 +59,39 @@ pub async fn fetch_visible(
     .ok_or(ApiError::NotFound("lead"))
 }
 
-/// Runs the list query for `filter` (without paging when `limit` is `None`, for export).
+/// The page of leads `filter` selects (all of them, up to `limit`, for export).
 pub async fn query_leads(
     conn: &mut PgConnection,
     actor: &Actor,
     filter: &LeadFilter,
-    limit: Option<(i64, i64)>,
-) -> ApiResult<Vec<Counted<Lead>>> {
+    limit: (i64, i64),
+) -> ApiResult<Vec<Lead>> {
     let mut qb = QueryBuilder::new(format!(
-        "select count(*) over () as total, {COLUMNS} from leads where deleted_at is null"
+        "select {COLUMNS} from leads where deleted_at is null"
     ));
     filter.push_conditions(&mut qb, LeadScope::of(actor), actor.id);
     filter.push_order(&mut qb);
-    if let Some((limit, offset)) = limit {
-        qb.push(" limit ")
-            .push_bind(limit)
-            .push(" offset ")
-            .push_bind(offset);
-    }
+    // Validated integers, inlined for the same reason as statuses (see `LeadFilter::push_conditions`).
+    qb.push(format!(" limit {} offset {}", limit.0, limit.1));
     Ok(qb.build_query_as().fetch_all(conn).await?)
 }
 
+/// How many leads `filter` selects, from the short-lived cache when it can.
 async fn count_leads(
+    state: &AppState,
     conn: &mut PgConnection,
     actor: &Actor,
     filter: &LeadFilter,
 ) -> ApiResult<i64> {
+    let key = filter.count_key(LeadScope::of(actor), actor.id);
+    if let Some(total) = state.lead_counts.get(&key) {
+        return Ok(total);
+    }
     let mut qb = QueryBuilder::new("select count(*) from leads where deleted_at is null");
     filter.push_conditions(&mut qb, LeadScope::of(actor), actor.id);
-    Ok(qb.build_query_scalar().fetch_one(conn).await?)
+    let total = qb.build_query_scalar().fetch_one(conn).await?;
+    state.lead_counts.put(key, total);
+    Ok(total)
 }
 
 /// List leads: filter, search, sort, paginate. Sales reps see only their own.
@@ -113,12 +118,19 @@ async fn list_leads(
     let filter = LeadFilter::parse(&pairs)?;
     let limits = filter.page.limit_offset()?;
     let mut conn = state.conn().await?;
-    let rows = query_leads(&mut conn, &actor, &filter, Some(limits)).await?;
-    let page = Page::from_counted(rows, &filter.page, || {
-        count_leads(&mut conn, &actor, &filter)
-    })
-    .await?;
-    Ok(Json(page))
+    let items = query_leads(&mut conn, &actor, &filter, limits).await?;
+    // A short first page is its own count; otherwise count (or reuse a recent count).
+    let total = if filter.page.page == 1 && (items.len() as i64) < limits.0 {
+        items.len() as i64
+    } else {
+        count_leads(&state, &mut conn, &actor, &filter).await?
+    };
+    Ok(Json(Page {
+        items,
+        total,
+        page: filter.page.page,
+        per_page: filter.page.per_page,
+    }))
 }
 
 /// Create a lead; it is scored automatically from the `leads.created` event.
@@ -134,6 +146,7 @@ async fn create_lead(
     let mut tx = state.begin().await?;
     let created = insert_lead(&mut tx, &actor, &meta, lead).await?;
     tx.commit().await?;
+    state.lead_counts.invalidate();
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -228,6 +241,7 @@ async fn update_lead(
     let mut tx = state.begin().await?;
     let updated = apply_patch(&mut tx, &actor, &meta, id, &patch).await?;
     tx.commit().await?;
+    state.lead_counts.invalidate();
     Ok(Json(updated))
 }
 
@@ -390,6 +404,7 @@ async fn delete_lead(
     let mut tx = state.begin().await?;
     soft_delete(&mut tx, &actor, &meta, id).await?;
     tx.commit().await?;
+    state.lead_counts.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }
 

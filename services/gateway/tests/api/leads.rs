@@ -3,7 +3,15 @@ use serde_json::{Value, json};
 use crate::helpers::TestApp;
 
 /// first_name, last_name, company, budget, tags, repeat_customer, status
-type LeadFields = (String, String, Option<String>, Option<f64>, Vec<String>, bool, String);
+type LeadFields = (
+    String,
+    String,
+    Option<String>,
+    Option<f64>,
+    Vec<String>,
+    bool,
+    String,
+);
 
 async fn snapshot(app: &TestApp) -> Value {
     let rows: Vec<sqlx::types::Json<Value>> =

@@ -218,7 +218,9 @@ async fn it_recovers_by_itself_when_the_database_and_nats_come_back() {
 #[tokio::test]
 async fn with_an_otlp_endpoint_spans_are_exported_over_grpc() {
     // A stand-in collector: it only has to see the exporter's HTTP/2 (gRPC) connection arrive.
-    let collector = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let endpoint = format!("http://{}", collector.local_addr().expect("addr"));
     let namespace = unique_namespace();
     let test_db = TestDb::empty().await;
@@ -238,7 +240,9 @@ async fn with_an_otlp_endpoint_spans_are_exported_over_grpc() {
         .expect("the exporter connects to the collector")
         .expect("accept");
     let mut preface = [0u8; 24];
-    tokio::io::AsyncReadExt::read_exact(&mut socket, &mut preface).await.expect("preface");
+    tokio::io::AsyncReadExt::read_exact(&mut socket, &mut preface)
+        .await
+        .expect("preface");
     assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
     drop(socket);
     let logs = gateway.stop().await;
@@ -251,7 +255,10 @@ async fn json_logs_are_one_object_per_line() {
     let namespace = unique_namespace();
     let port = closed_port().await;
     let gateway = GatewayProcess::spawn(&[
-        ("DATABASE_URL", &format!("postgres://leadflow:{PASSWORD}@127.0.0.1:{port}/leadflow")),
+        (
+            "DATABASE_URL",
+            &format!("postgres://leadflow:{PASSWORD}@127.0.0.1:{port}/leadflow"),
+        ),
         ("JWT_SECRET", JWT_SECRET),
         ("LEADFLOW_NAMESPACE", &namespace),
         ("LOG_FORMAT", "json"),
@@ -261,8 +268,12 @@ async fn json_logs_are_one_object_per_line() {
     let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(lines.len() >= 2, "{logs}");
     for line in lines {
-        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(entry["level"].is_string() && entry["timestamp"].is_string(), "{line}");
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
     }
     assert!(!logs.contains(PASSWORD));
     drop_namespace(&namespace).await;

@@ -1,0 +1,62 @@
+//! List totals, cached briefly. Counting every match of a broad filter costs more than fetching
+//! the page itself (tens of thousands of rows against 25), and a list's total does not need to be
+//! exact to the millisecond. Writes through this gateway invalidate the cache at once; writes
+//! through other gateways show up within [`TTL`].
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+pub const TTL: Duration = Duration::from_secs(5);
+/// Distinct filters remembered at most; past that the cache starts over.
+const CAPACITY: usize = 10_000;
+
+#[derive(Default)]
+pub struct LeadCounts {
+    generation: AtomicU64,
+    entries: Mutex<HashMap<String, (Instant, u64, i64)>>,
+}
+
+impl LeadCounts {
+    /// Call after any change to leads (create, update, delete, owner change).
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, key: &str) -> Option<i64> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(at, seen, _)| *seen == generation && at.elapsed() < TTL)
+            .map(|(_, _, total)| *total)
+    }
+
+    pub fn put(&self, key: String, total: i64) {
+        let generation = self.generation.load(Ordering::Relaxed);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CAPACITY {
+            entries.clear();
+        }
+        entries.insert(key, (Instant::now(), generation, total));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_invalidates_what_was_counted_before_it() {
+        let counts = LeadCounts::default();
+        counts.put("status=new".into(), 7);
+        assert_eq!(counts.get("status=new"), Some(7));
+        counts.invalidate();
+        assert_eq!(counts.get("status=new"), None);
+    }
+}
