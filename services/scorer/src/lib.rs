@@ -6,6 +6,8 @@ use leadflow_events::Stream;
 use leadflow_platform::{Platform, Server, bus::ConsumerSpec, config::PlatformConfig};
 use tokio_util::sync::CancellationToken;
 
+pub mod model;
+
 pub const SERVICE: &str = "scorer";
 
 /// Durable consumers this service reads (created at start, idempotently).
