@@ -316,7 +316,10 @@ pub fn score(inputs: &Inputs, now: OffsetDateTime, config: &Config) -> Score {
             detail: format!("{} matching item(s) in stock", inputs.matching_prices.len()),
         });
         if let Some(budget) = inputs.budget
-            && inputs.matching_prices.iter().any(|price| budget >= price * BUDGET_FIT_RATIO)
+            && inputs
+                .matching_prices
+                .iter()
+                .any(|price| budget >= price * BUDGET_FIT_RATIO)
         {
             demographic += BUDGET_FITS_POINTS;
             breakdown.push(Contribution {
@@ -341,7 +344,9 @@ pub fn score(inputs: &Inputs, now: OffsetDateTime, config: &Config) -> Score {
     let buying = buying.clamp(0.0, BUYING_CAP);
     let demographic = demographic.clamp(0.0, DEMOGRAPHIC_CAP);
     // Rounded once from the exact sum, so a tiny positive signal can never round the total down.
-    let total = (engagement + buying + demographic).round().clamp(0.0, 100.0) as i32;
+    let total = (engagement + buying + demographic)
+        .round()
+        .clamp(0.0, 100.0) as i32;
     let tier = if total >= config.hot_threshold {
         Tier::Hot
     } else if total >= config.warm_threshold {
@@ -394,62 +399,123 @@ fn insights(inputs: &Inputs, now: OffsetDateTime, config: &Config, total: i32) -
     let mut out = Vec::new();
     let interest = inputs.interest.as_deref().unwrap_or("what they looked at");
     let count = |s: Signal| inputs.signals.get(&s).map_or(0, |r| r.count);
-    let recent = |s: Signal| inputs.signals.get(&s).map_or(0.0, |r| r.at(now, config.half_life_days));
+    let recent = |s: Signal| {
+        inputs
+            .signals
+            .get(&s)
+            .map_or(0.0, |r| r.at(now, config.half_life_days))
+    };
     let mut push = |kind, text: String, score: f64| out.push(Insight { kind, text, score });
 
     if count(Signal::TestDriveRequest) > 0 {
-        push(InsightKind::Opportunity, format!("Asked for a test drive: book it and bring the {interest}."), 0.95);
+        push(
+            InsightKind::Opportunity,
+            format!("Asked for a test drive: book it and bring the {interest}."),
+            0.95,
+        );
     }
     if recent(Signal::PricingView) >= 2.0 {
         push(
             InsightKind::TalkingPoint,
-            format!("Viewed pricing {} times: walk through financing and options for {interest}.", count(Signal::PricingView)),
+            format!(
+                "Viewed pricing {} times: walk through financing and options for {interest}.",
+                count(Signal::PricingView)
+            ),
             0.9,
         );
     }
     if count(Signal::CalculatorUse) > 0 {
-        push(InsightKind::TalkingPoint, "Used the payment calculator: have a monthly figure ready.".into(), 0.8);
+        push(
+            InsightKind::TalkingPoint,
+            "Used the payment calculator: have a monthly figure ready.".into(),
+            0.8,
+        );
     }
     if count(Signal::Urgency) > 0 {
-        push(InsightKind::Opportunity, "Used urgent language: call today.".into(), 0.85);
+        push(
+            InsightKind::Opportunity,
+            "Used urgent language: call today.".into(),
+            0.85,
+        );
     }
     if inputs.repeat_customer {
-        push(InsightKind::Opportunity, "Repeat customer: mention loyalty terms and their last purchase.".into(), 0.6);
+        push(
+            InsightKind::Opportunity,
+            "Repeat customer: mention loyalty terms and their last purchase.".into(),
+            0.6,
+        );
     }
     if let Some(timeline) = &inputs.timeline {
-        push(InsightKind::TalkingPoint, format!("Stated timeline: {timeline}."), 0.5);
+        push(
+            InsightKind::TalkingPoint,
+            format!("Stated timeline: {timeline}."),
+            0.5,
+        );
     }
     if inputs.interest.is_some() && inputs.matching_prices.is_empty() {
-        push(InsightKind::Concern, format!("Nothing matching {interest} is in stock: offer an alternative or an order."), 0.7);
+        push(
+            InsightKind::Concern,
+            format!("Nothing matching {interest} is in stock: offer an alternative or an order."),
+            0.7,
+        );
     }
-    if let (Some(budget), Some(cheapest)) = (inputs.budget, inputs.matching_prices.iter().copied().reduce(f64::min))
-        && budget < cheapest * BUDGET_FIT_RATIO
+    if let (Some(budget), Some(cheapest)) = (
+        inputs.budget,
+        inputs.matching_prices.iter().copied().reduce(f64::min),
+    ) && budget < cheapest * BUDGET_FIT_RATIO
     {
         push(
             InsightKind::Concern,
-            format!("Budget {budget:.0} is below the cheapest match ({cheapest:.0}): discuss financing or a used model."),
+            format!(
+                "Budget {budget:.0} is below the cheapest match ({cheapest:.0}): discuss financing or a used model."
+            ),
             0.75,
         );
     }
     match inputs.last_activity_at {
-        Some(last) if (now - last) > Duration::days(21) => {
-            push(InsightKind::Concern, format!("No activity for {} days: re-engage before it goes cold.", (now - last).whole_days()), 0.65)
-        }
-        None => push(InsightKind::Concern, "No engagement yet: send something worth opening.".into(), 0.4),
+        Some(last) if (now - last) > Duration::days(21) => push(
+            InsightKind::Concern,
+            format!(
+                "No activity for {} days: re-engage before it goes cold.",
+                (now - last).whole_days()
+            ),
+            0.65,
+        ),
+        None => push(
+            InsightKind::Concern,
+            "No engagement yet: send something worth opening.".into(),
+            0.4,
+        ),
         _ => {}
     }
     if total >= config.hot_threshold {
-        push(InsightKind::Opportunity, "Hot lead: contact within the hour.".into(), 1.0);
+        push(
+            InsightKind::Opportunity,
+            "Hot lead: contact within the hour.".into(),
+            1.0,
+        );
     }
-    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.text.cmp(&b.text)));
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.text.cmp(&b.text))
+    });
     out
 }
 
 /// Urgency words found in free text (forms, chat, notes); each counts once per text.
 pub fn urgency_words(text: &str) -> usize {
     const WORDS: [&str; 10] = [
-        "asap", "urgent", "urgently", "today", "this week", "right away", "immediately", "as soon as possible",
-        "need it now", "by friday",
+        "asap",
+        "urgent",
+        "urgently",
+        "today",
+        "this week",
+        "right away",
+        "immediately",
+        "as soon as possible",
+        "need it now",
+        "by friday",
     ];
     let lowered = text.to_lowercase();
     WORDS.iter().filter(|w| lowered.contains(*w)).count()
@@ -465,7 +531,10 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
 
     fn with(signal: Signal, events: &[i64]) -> Inputs {
-        let mut inputs = Inputs { last_activity_at: Some(NOW), ..Inputs::default() };
+        let mut inputs = Inputs {
+            last_activity_at: Some(NOW),
+            ..Inputs::default()
+        };
         let mut running: Option<Running> = None;
         for days_ago in events {
             let at = NOW - Duration::days(*days_ago);
@@ -482,29 +551,42 @@ mod tests {
 
     fn arb_inputs() -> impl Strategy<Value = Inputs> {
         (
-            proptest::collection::btree_map(0usize..Signal::ALL.len(), (0.0f64..50.0, 0i64..400, 0i64..50), 0..9),
+            proptest::collection::btree_map(
+                0usize..Signal::ALL.len(),
+                (0.0f64..50.0, 0i64..400, 0i64..50),
+                0..9,
+            ),
             proptest::option::of(0i64..400),
             proptest::option::of(0.0f64..200_000.0),
             any::<(bool, bool, bool, bool)>(),
             proptest::collection::vec(1_000.0f64..100_000.0, 0..4),
         )
-            .prop_map(|(signals, last_days, budget, (email, phone, company, repeat), prices)| Inputs {
-                signals: signals
-                    .into_iter()
-                    .map(|(i, (value, days_ago, count))| {
-                        (Signal::ALL[i], Running { value, as_of: NOW - Duration::days(days_ago), count })
-                    })
-                    .collect(),
-                last_activity_at: last_days.map(|d| NOW - Duration::days(d)),
-                budget,
-                interest: Some("suv".into()),
-                timeline: None,
-                has_email: email,
-                has_phone: phone,
-                has_company: company,
-                repeat_customer: repeat,
-                matching_prices: prices,
-            })
+            .prop_map(
+                |(signals, last_days, budget, (email, phone, company, repeat), prices)| Inputs {
+                    signals: signals
+                        .into_iter()
+                        .map(|(i, (value, days_ago, count))| {
+                            (
+                                Signal::ALL[i],
+                                Running {
+                                    value,
+                                    as_of: NOW - Duration::days(days_ago),
+                                    count,
+                                },
+                            )
+                        })
+                        .collect(),
+                    last_activity_at: last_days.map(|d| NOW - Duration::days(d)),
+                    budget,
+                    interest: Some("suv".into()),
+                    timeline: None,
+                    has_email: email,
+                    has_phone: phone,
+                    has_company: company,
+                    repeat_customer: repeat,
+                    matching_prices: prices,
+                },
+            )
     }
 
     proptest! {
@@ -558,25 +640,55 @@ mod tests {
         let direct = decay(NOW - a, 14.0) + decay(NOW - b, 14.0);
         assert!((running.at(NOW, 14.0) - direct).abs() < 1e-9);
         let late = Running::first(b).add(a, 14.0);
-        assert!((late.at(NOW, 14.0) - direct).abs() < 1e-9, "order of arrival does not matter");
+        assert!(
+            (late.at(NOW, 14.0) - direct).abs() < 1e-9,
+            "order of arrival does not matter"
+        );
     }
 
     #[test]
     fn tiers_follow_the_configured_thresholds() {
         let mut inputs = with(Signal::TestDriveRequest, &[0]);
-        inputs.signals.insert(Signal::PricingView, Running { value: 3.0, as_of: NOW, count: 3 });
-        inputs.signals.insert(Signal::CalculatorUse, Running { value: 2.0, as_of: NOW, count: 2 });
-        inputs.signals.insert(Signal::EmailClick, Running { value: 2.0, as_of: NOW, count: 2 });
+        inputs.signals.insert(
+            Signal::PricingView,
+            Running {
+                value: 3.0,
+                as_of: NOW,
+                count: 3,
+            },
+        );
+        inputs.signals.insert(
+            Signal::CalculatorUse,
+            Running {
+                value: 2.0,
+                as_of: NOW,
+                count: 2,
+            },
+        );
+        inputs.signals.insert(
+            Signal::EmailClick,
+            Running {
+                value: 2.0,
+                as_of: NOW,
+                count: 2,
+            },
+        );
         inputs.budget = Some(50_000.0);
         inputs.matching_prices = vec![45_000.0];
         inputs.repeat_customer = true;
         let s = score(&inputs, NOW, &Config::default());
         assert_eq!(s.tier, Tier::Hot, "{s:?}");
-        let strict = Config { hot_threshold: 101, ..Config::default() };
+        let strict = Config {
+            hot_threshold: 101,
+            ..Config::default()
+        };
         assert_eq!(score(&inputs, NOW, &strict).tier, Tier::Warm);
         assert!(s.insights.iter().any(|i| i.text.contains("test drive")));
         assert!(s.breakdown.iter().any(|c| c.signal == "budget_fits"));
-        assert_eq!(score(&Inputs::default(), NOW, &Config::default()).tier, Tier::Cold);
+        assert_eq!(
+            score(&Inputs::default(), NOW, &Config::default()).tier,
+            Tier::Cold
+        );
     }
 
     #[test]

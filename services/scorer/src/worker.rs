@@ -1,0 +1,204 @@
+//! Pulls batches from a durable consumer, hands them to the processor, and acks only after the
+//! processor's transaction committed. Failures are retried by redelivery; a message that failed
+//! `max_deliver` times, or can never be read, goes to the dead-letter subject.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
+use futures::StreamExt as _;
+use leadflow_events::{Envelope, subjects};
+use leadflow_platform::{Platform, bus::ConsumerSpec};
+use prometheus::{Histogram, HistogramOpts};
+
+use crate::processor::Processor;
+
+pub const BATCH: usize = 500;
+
+pub struct Worker {
+    pub platform: Arc<Platform>,
+    pub processor: Arc<Processor>,
+    pub event_to_score: Histogram,
+}
+
+/// The event-to-score latency histogram, registered with the service's metrics.
+pub fn latency_histogram(platform: &Platform) -> anyhow::Result<Histogram> {
+    let histogram = Histogram::with_opts(
+        HistogramOpts::new(
+            "event_to_score_seconds",
+            "From an engagement event's time to its lead's new score being committed.",
+        )
+        .buckets(vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]),
+    )?;
+    platform
+        .metrics
+        .registry()
+        .register(Box::new(histogram.clone()))?;
+    Ok(histogram)
+}
+
+impl Worker {
+    /// Consumes `spec` until shutdown; the batch in hand is finished and acked first.
+    pub async fn run(self: Arc<Self>, spec: ConsumerSpec) {
+        let token = self.platform.shutdown_token();
+        let name = self.platform.bus.namespace().name(spec.name);
+        let mut delays = leadflow_platform::retry::backoff();
+        let mut consumer: Option<PullConsumer> = None;
+        while !token.is_cancelled() {
+            let current = match &consumer {
+                Some(c) => c.clone(),
+                None => match self.platform.bus.consumer(&spec).await {
+                    Ok(c) => {
+                        consumer = Some(c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        tracing::debug!(consumer = %name, error = %e, "consumer not ready");
+                        let delay = delays.next().unwrap_or(Duration::from_secs(1));
+                        tokio::select! {
+                            () = token.cancelled() => return,
+                            () = tokio::time::sleep(delay) => continue,
+                        }
+                    }
+                },
+            };
+            let batch = tokio::select! {
+                () = token.cancelled() => return,
+                batch = fetch(&current) => batch,
+            };
+            match batch {
+                Ok(messages) if messages.is_empty() => {}
+                Ok(messages) => {
+                    delays = leadflow_platform::retry::backoff();
+                    self.handle(&name, messages).await;
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = %name, error = %e, "fetching from JetStream failed");
+                    consumer = None;
+                    let delay = delays.next().unwrap_or(Duration::from_secs(1));
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Processes one batch: poison messages are dead-lettered, the rest go through the processor
+    /// in one transaction and are acked together after it commits.
+    pub async fn handle(&self, consumer: &str, messages: Vec<Message>) {
+        let metrics = &self.platform.metrics;
+        let mut events = Vec::with_capacity(messages.len());
+        let mut good = Vec::with_capacity(messages.len());
+        for message in messages {
+            match Envelope::from_json(&message.payload) {
+                Ok(event) => {
+                    events.push(event);
+                    good.push(message);
+                }
+                Err(e) => self.dead_letter(consumer, &message, &e.to_string()).await,
+            }
+        }
+        if good.is_empty() {
+            return;
+        }
+        match self.processor.process(&events).await {
+            Ok(outcome) => {
+                let now = time::OffsetDateTime::now_utc();
+                for at in &outcome.scored_event_times {
+                    self.event_to_score
+                        .observe((now - *at).as_seconds_f64().max(0.0));
+                }
+                for message in &good {
+                    if let Err(e) = message.double_ack().await {
+                        tracing::warn!(consumer, error = %e, "ack failed; the message will be redelivered and skipped");
+                    }
+                }
+                metrics
+                    .events_consumed
+                    .with_label_values(&[consumer])
+                    .inc_by(good.len() as u64);
+                tracing::debug!(
+                    consumer,
+                    stored = outcome.stored,
+                    rescored = outcome.rescored.len(),
+                    "batch done"
+                );
+            }
+            Err(e) => {
+                metrics
+                    .events_failed
+                    .with_label_values(&[consumer])
+                    .inc_by(good.len() as u64);
+                tracing::warn!(consumer, error = %leadflow_platform::error_chain(&e), "batch failed; it will be redelivered");
+                let max_deliver = self.platform.config.nats.nats_max_deliver;
+                for message in good {
+                    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+                    if delivered >= max_deliver {
+                        self.dead_letter(consumer, &message, &e.to_string()).await;
+                    } else {
+                        let _ = message
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the message on `deadletter.<subject>` with why, then terminates it.
+    async fn dead_letter(&self, consumer: &str, message: &Message, reason: &str) {
+        let ns = self.platform.bus.namespace();
+        let original = ns
+            .strip(message.subject.as_str())
+            .unwrap_or(message.subject.as_str())
+            .to_owned();
+        let subject = ns.subject(&format!("{}.{original}", subjects::DEAD_LETTER_PREFIX));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            "Leadflow-Dead-Letter-Reason",
+            reason.chars().take(500).collect::<String>().as_str(),
+        );
+        headers.insert("Leadflow-Consumer", consumer);
+        let published = match self
+            .platform
+            .bus
+            .jetstream()
+            .publish_with_headers(subject, headers, message.payload.clone())
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if published {
+            let _ = message.ack_with(AckKind::Term).await;
+            self.platform
+                .metrics
+                .events_dead_lettered
+                .with_label_values(&[consumer])
+                .inc();
+            tracing::warn!(consumer, reason, "message dead-lettered");
+        } else {
+            // Could not keep it: let JetStream redeliver rather than lose it.
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
+        }
+    }
+}
+
+async fn fetch(consumer: &PullConsumer) -> Result<Vec<Message>, async_nats::Error> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(BATCH)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await?;
+    let mut messages = Vec::new();
+    while let Some(message) = batch.next().await {
+        messages.push(message?);
+    }
+    Ok(messages)
+}

@@ -1,0 +1,377 @@
+//! The scorer against this machine's real PostgreSQL and NATS.
+
+use std::time::Duration;
+
+use clap::Parser as _;
+use leadflow_events::{Envelope, Namespace, Stream};
+use leadflow_platform::{config::DatabaseUrl, db};
+use leadflow_testkit::{TestDb, drop_namespace, eventually, nats_url, unique_namespace};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Scorer {
+    pool: sqlx::PgPool,
+    ns: Namespace,
+    jetstream: async_nats::jetstream::Context,
+    base: String,
+    token: CancellationToken,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _db: TestDb,
+}
+
+impl Scorer {
+    async fn start() -> Self {
+        let db = TestDb::empty().await;
+        db::migrate(&db.url.parse::<DatabaseUrl>().expect("url"))
+            .await
+            .expect("migrate");
+        let namespace = unique_namespace();
+        let config = leadflow_scorer::ScorerConfig::try_parse_from([
+            "scorer",
+            "--scorer-addr",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.url,
+            "--leadflow-namespace",
+            &namespace,
+            "--health-probe-interval",
+            "200ms",
+            "--nats-max-deliver",
+            "2",
+        ])
+        .expect("config");
+        let token = CancellationToken::new();
+        let server = leadflow_scorer::build(config, token.clone())
+            .await
+            .expect("scorer starts");
+        let base = format!("http://{}", server.local_addr());
+        let running = tokio::spawn(server.run_until_stopped());
+        let client = async_nats::connect(nats_url()).await.expect("nats");
+        let scorer = Self {
+            pool: sqlx::PgPool::connect(&db.url).await.expect("pool"),
+            ns: Namespace::parse(&namespace).expect("ns"),
+            jetstream: async_nats::jetstream::new(client),
+            base,
+            token,
+            running,
+            _db: db,
+        };
+        let health = format!("{}/health.json", scorer.base);
+        eventually(Duration::from_secs(20), "streams ready", || async {
+            let h: serde_json::Value = reqwest::get(&health).await.ok()?.json().await.ok()?;
+            (h["nats"]["streams_ready"] == true
+                && h["consumers"].as_array().is_some_and(|c| c.len() == 3))
+            .then_some(())
+        })
+        .await;
+        scorer
+    }
+
+    async fn lead(&self, interest: &str, budget: f64) -> Uuid {
+        sqlx::query_scalar("insert into leads (first_name, email, interest, budget) values ('Test', 't@example.com', $1, $2::float8::numeric) returning id")
+            .bind(interest)
+            .bind(budget)
+            .fetch_one(&self.pool)
+            .await
+            .expect("lead")
+    }
+
+    /// Publishes with `msg_id` as the JetStream de-duplication id (the envelope id normally).
+    async fn publish(&self, event: &Envelope, msg_id: &str) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id);
+        self.jetstream
+            .publish_with_headers(
+                self.ns.subject(&event.kind),
+                headers,
+                event.to_json().into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+
+    async fn raw(&self, subject: &str, payload: &'static [u8]) {
+        self.jetstream
+            .publish(self.ns.subject(subject), bytes::Bytes::from_static(payload))
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    /// Waits until the engagement consumer has nothing pending or unacknowledged.
+    async fn drained(&self) {
+        let durable = self.ns.name("scorer_engagement");
+        eventually(Duration::from_secs(20), "the consumer to drain", || async {
+            let stream = self
+                .jetstream
+                .get_stream(self.ns.stream_name(Stream::Engagement))
+                .await
+                .ok()?;
+            let info = stream.consumer_info(&durable).await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        self.running.await.expect("task").expect("clean stop");
+        self.pool.close().await;
+        drop_namespace(self.ns.as_str()).await;
+    }
+}
+
+fn engagement(kind: &str, lead: Uuid, data: serde_json::Value) -> Envelope {
+    Envelope::new(format!("engagement.{kind}"), "test")
+        .expect("valid")
+        .with_lead(lead)
+        .with_data(data)
+}
+
+#[tokio::test]
+async fn engagement_events_score_the_lead_once_however_often_they_arrive() {
+    let scorer = Scorer::start().await;
+    sqlx::query("insert into inventory_items (name, category, price, quantity) values ('Terrain 4x4', 'suv', 40000, 2)")
+        .execute(&scorer.pool)
+        .await
+        .expect("item");
+    let lead = scorer.lead("an suv for the family", 45_000.0).await;
+    let batch: Vec<Envelope> = vec![
+        engagement(
+            "pricing_view",
+            lead,
+            json!({"properties": {"url": "/pricing"}}),
+        ),
+        engagement("pricing_view", lead, json!({})),
+        engagement("calculator_use", lead, json!({})),
+        engagement(
+            "form_submit",
+            lead,
+            json!({"properties": {"message": "Need it ASAP"}}),
+        ),
+        engagement("test_drive_request", lead, json!({})),
+        engagement("email_click", lead, json!({})),
+        engagement("email_click", lead, json!({})),
+        engagement("page_view", lead, json!({})),
+        engagement("page_view", lead, json!({})),
+    ];
+    for event in &batch {
+        scorer.publish(event, &event.id.to_string()).await;
+    }
+    let _: (i16, String) = eventually(Duration::from_secs(20), "the lead to be scored", || async {
+        sqlx::query_as("select score, tier from leads where id = $1 and score is not null")
+            .bind(lead)
+            .fetch_optional(&scorer.pool)
+            .await
+            .expect("lead")
+    })
+    .await;
+    scorer.drained().await;
+    let (score, tier): (i16, String) =
+        sqlx::query_as("select score, tier from leads where id = $1")
+            .bind(lead)
+            .fetch_one(&scorer.pool)
+            .await
+            .expect("lead");
+    assert!(
+        score >= 70,
+        "clicks, pricing, calculator, an urgent form, a test drive, stock and budget make it hot: {score}"
+    );
+    assert_eq!(tier, "hot");
+    assert_eq!(
+        scorer
+            .count("select count(*) from lead_engagement_events")
+            .await,
+        9
+    );
+    let history = scorer.count("select count(*) from lead_scores").await;
+    let breakdown: serde_json::Value =
+        sqlx::query_scalar("select breakdown from lead_scores order by created_at desc limit 1")
+            .fetch_one(&scorer.pool)
+            .await
+            .expect("breakdown");
+    assert!(
+        breakdown.to_string().contains("test_drive_request"),
+        "{breakdown}"
+    );
+    assert!(
+        scorer
+            .count("select count(*) from lead_insights where kind = 'opportunity'")
+            .await
+            >= 1
+    );
+
+    // Replayed after the de-duplication window (a new Nats-Msg-Id, the same envelope ids).
+    for event in &batch {
+        scorer.publish(event, &format!("replay-{}", event.id)).await;
+    }
+    scorer.drained().await;
+    assert_eq!(
+        scorer
+            .count("select count(*) from lead_engagement_events")
+            .await,
+        9,
+        "stored once"
+    );
+    assert_eq!(
+        scorer.count("select count(*) from lead_scores").await,
+        history,
+        "scored once"
+    );
+    let (again, _): (i16, String) = sqlx::query_as("select score, tier from leads where id = $1")
+        .bind(lead)
+        .fetch_one(&scorer.pool)
+        .await
+        .expect("lead");
+    assert_eq!(again, score);
+
+    // The notifier hears about it.
+    let stream = scorer
+        .jetstream
+        .get_stream(scorer.ns.stream_name(Stream::Domain))
+        .await
+        .expect("domain stream");
+    eventually(
+        Duration::from_secs(10),
+        "scores.updated to be published",
+        || async {
+            let message = stream
+                .get_last_raw_message_by_subject(&scorer.ns.subject("scores.updated"))
+                .await
+                .ok()?;
+            let event = Envelope::from_json(&message.payload).ok()?;
+            (event.lead_id == Some(lead) && event.data["new_tier"] == "hot").then_some(())
+        },
+    )
+    .await;
+    scorer.stop().await;
+}
+
+#[tokio::test]
+async fn bots_are_stored_not_scored_and_unknown_leads_are_dropped() {
+    let scorer = Scorer::start().await;
+    let lead = scorer.lead("sedan", 0.0).await;
+    let bot = engagement(
+        "email_open",
+        lead,
+        json!({"suppressed_reason": "mail_privacy_proxy"}),
+    );
+    let ghost = engagement("pricing_view", Uuid::new_v4(), json!({}));
+    scorer.publish(&bot, &bot.id.to_string()).await;
+    scorer.publish(&ghost, &ghost.id.to_string()).await;
+    scorer.drained().await;
+    let stored: Option<String> = sqlx::query_scalar(
+        "select suppressed_reason from lead_engagement_events where event_id = $1",
+    )
+    .bind(bot.id)
+    .fetch_one(&scorer.pool)
+    .await
+    .expect("stored");
+    assert_eq!(stored.as_deref(), Some("mail_privacy_proxy"));
+    assert_eq!(
+        scorer.count("select count(*) from lead_signals").await,
+        0,
+        "suppressed events never count"
+    );
+    assert_eq!(
+        scorer
+            .count("select count(*) from lead_engagement_events")
+            .await,
+        1,
+        "the unknown lead's event is dropped"
+    );
+    scorer.stop().await;
+}
+
+#[tokio::test]
+async fn unreadable_messages_are_dead_lettered_and_healthy_traffic_flows_on() {
+    let scorer = Scorer::start().await;
+    let lead = scorer.lead("ev", 0.0).await;
+    scorer.raw("engagement.page_view", b"{not json").await;
+    let good = engagement("page_view", lead, json!({}));
+    scorer.publish(&good, &good.id.to_string()).await;
+    scorer.drained().await;
+    assert_eq!(
+        scorer
+            .count("select count(*) from lead_engagement_events")
+            .await,
+        1
+    );
+    let dead = scorer
+        .jetstream
+        .get_stream(scorer.ns.stream_name(Stream::DeadLetter))
+        .await
+        .expect("dead letters");
+    let message = dead
+        .get_last_raw_message_by_subject(&scorer.ns.subject("deadletter.engagement.page_view"))
+        .await
+        .expect("kept for inspection");
+    assert_eq!(message.payload.as_ref(), b"{not json");
+    let metrics = reqwest::get(format!("{}/metrics", scorer.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("leadflow_events_dead_lettered_total") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("leadflow_event_to_score_seconds_bucket"));
+    scorer.stop().await;
+}
+
+#[tokio::test]
+async fn lead_changes_and_urgent_notes_rescore_the_lead() {
+    let scorer = Scorer::start().await;
+    let lead = scorer.lead("truck", 30_000.0).await;
+    let created = Envelope::new("leads.created", "gateway")
+        .expect("valid")
+        .with_lead(lead);
+    scorer.publish(&created, &created.id.to_string()).await;
+    let first: i16 = eventually(
+        Duration::from_secs(20),
+        "a score for the new lead",
+        || async {
+            sqlx::query_scalar("select score from leads where id = $1 and score is not null")
+                .bind(lead)
+                .fetch_optional(&scorer.pool)
+                .await
+                .expect("lead")
+        },
+    )
+    .await;
+    let note = Envelope::new("notes.created", "gateway")
+        .expect("valid")
+        .with_lead(lead)
+        .with_data(json!({"body": "Customer wants it this week, urgent"}));
+    scorer.publish(&note, &note.id.to_string()).await;
+    let second: i16 = eventually(
+        Duration::from_secs(20),
+        "urgency to raise the score",
+        || async {
+            let score: i16 = sqlx::query_scalar("select score from leads where id = $1")
+                .bind(lead)
+                .fetch_one(&scorer.pool)
+                .await
+                .expect("lead");
+            (score > first).then_some(score)
+        },
+    )
+    .await;
+    assert!(second > first);
+    scorer.stop().await;
+}
