@@ -11,6 +11,8 @@ create table users (
     -- per-user settings such as {"email_notifications": false}
     preferences     jsonb not null default '{}'::jsonb check (jsonb_typeof(preferences) = 'object'),
     last_login_at   timestamptz,
+    -- access tokens issued before this are refused (role change, deactivation, password reset)
+    sessions_valid_after timestamptz not null default 'epoch',
     created_at      timestamptz not null default now(),
     updated_at      timestamptz not null default now()
 );

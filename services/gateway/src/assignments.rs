@@ -255,15 +255,22 @@ async fn create_assignment(
 
 /// The assignment if the caller may act on it: admins and managers any, reps their own.
 async fn fetch_active(conn: &mut PgConnection, actor: &Actor, id: Uuid) -> ApiResult<Assignment> {
+    // A sales rep acts only on their own assignment of a lead they still own and can see.
     let assignment: Assignment = sqlx::query_as(sql!(
-        "select {COLUMNS} from assignments where id = $1 for update"
+        "select {} from assignments a join leads l on l.id = a.lead_id
+         where a.id = $1 and l.deleted_at is null
+           and ($2::uuid is null or (a.assignee_id = $2 and l.owner_id = $2))
+         for update of a",
+        COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
     .bind(id)
+    .bind((!allows(actor.role, Permission::AssignLeads)).then_some(actor.id))
     .fetch_optional(&mut *conn)
     .await?
-    .filter(|a: &Assignment| {
-        allows(actor.role, Permission::AssignLeads) || a.assignee_id == actor.id
-    })
     .ok_or(ApiError::NotFound("assignment"))?;
     if assignment.status != "active" {
         return Err(ApiError::Conflict(format!(

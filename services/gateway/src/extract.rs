@@ -28,6 +28,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if let JsonRejection::JsonDataError(error) = &rejection
+        && let Some(field) = field_error(error)
+    {
+        return ApiError::Validation(vec![field]);
+    }
     let status = rejection.status();
     let detail = match &rejection {
         JsonRejection::MissingJsonContentType(_) => {
@@ -39,6 +44,28 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         other => other.body_text(),
     };
     ApiError::Rejected { status, detail }
+}
+
+/// The field a well-formed body got wrong (`budget: invalid type: string "lots", expected f64`),
+/// found in the error chain axum keeps.
+fn field_error(error: &dyn std::error::Error) -> Option<leadflow_platform::problem::FieldError> {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(located) = cause.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>()
+        {
+            let path = located.path().to_string();
+            let detail = located.inner().to_string();
+            let detail = detail
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let field = if path == "." { "body".to_owned() } else { path };
+            return Some(leadflow_platform::problem::FieldError { field, detail });
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// `axum::extract::Query` with a 400 problem that quotes the parser.
@@ -92,12 +119,22 @@ where
             .ok_or(ApiError::Unauthorized(
                 "Sign in: send `Authorization: Bearer <access token>`.",
             ))?;
-        let actor = state
-            .tokens
-            .verify(token.trim())
-            .ok_or(ApiError::Unauthorized(
-                "The access token is invalid or expired.",
-            ))?;
+        let (actor, issued_at) =
+            state
+                .tokens
+                .verify(token.trim())
+                .ok_or(ApiError::Unauthorized(
+                    "The access token is invalid or expired.",
+                ))?;
+        if !state
+            .sessions
+            .still_valid(&state.platform.db, &actor, issued_at)
+            .await?
+        {
+            return Err(ApiError::Unauthorized(
+                "Your access changed or your session ended; sign in again.",
+            ));
+        }
         state.limits.api_per_token.check(&actor.id)?;
         Ok(Self(actor))
     }

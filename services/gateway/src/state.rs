@@ -20,8 +20,9 @@ pub struct Inner {
     pub limits: RateLimits,
     pub settings: GatewayArgs,
     pub lead_counts: crate::leads::counts::LeadCounts,
+    pub sessions: crate::auth::sessions::Sessions,
     /// Bounds concurrent argon2 work, so logins cannot starve everything else of CPU and memory.
-    pub hashing: Semaphore,
+    pub hashing: Arc<Semaphore>,
 }
 
 impl Deref for AppState {
@@ -51,8 +52,9 @@ impl AppState {
                 login_per_account: Limiter::new(settings.login_rate_per_account),
                 api_per_token: Limiter::new(settings.api_rate_per_token),
             },
-            hashing: Semaphore::new(permits),
+            hashing: Arc::new(Semaphore::new(permits)),
             lead_counts: Default::default(),
+            sessions: Default::default(),
             platform,
             settings,
         })))

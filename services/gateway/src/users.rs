@@ -259,15 +259,24 @@ async fn update_user(
     };
 
     let mut tx = state.begin().await?;
-    let target = fetch(&mut tx, id).await?;
+    let target: User = sqlx::query_as(sql!("select {COLUMNS} from users where id = $1 for update"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
     if !may_manage_user(&actor, Some(id), target.role, patch.role) {
         return Err(ApiError::Forbidden(
             "You may not change this user or give this role.".into(),
         ));
     }
+    // A new role, a deactivation or a new password ends the user's current sessions.
+    let ends_sessions = hash.is_some()
+        || patch.active == Some(false)
+        || patch.role.is_some_and(|r| r != target.role);
     let user: User = sqlx::query_as(sql!(
         "update users set name = coalesce($2, name), role = coalesce($3, role), active = coalesce($4, active),
-                          password_hash = coalesce($5, password_hash)
+                          password_hash = coalesce($5, password_hash),
+                          sessions_valid_after = case when $6 then now() else sessions_valid_after end
          where id = $1 returning {COLUMNS}"
     ))
     .bind(id)
@@ -275,13 +284,16 @@ async fn update_user(
     .bind(patch.role.map(Role::as_str))
     .bind(patch.active)
     .bind(hash.as_deref())
+    .bind(ends_sessions)
     .fetch_one(&mut *tx)
     .await?;
-    if hash.is_some() || patch.active == Some(false) {
-        sqlx::query("update refresh_tokens set revoked_at = now() where user_id = $1 and revoked_at is null")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+    if ends_sessions {
+        sqlx::query(
+            "update refresh_tokens set revoked_at = now() where user_id = $1 and revoked_at is null",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     }
     audit::change(
         &mut tx,
@@ -297,5 +309,6 @@ async fn update_user(
     )
     .await?;
     tx.commit().await?;
+    state.sessions.forget(id);
     Ok(Json(user))
 }

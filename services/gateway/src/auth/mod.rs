@@ -1,6 +1,7 @@
 //! Accounts: register, login, refresh (rotation with reuse detection), logout, me.
 
 pub mod password;
+pub mod sessions;
 pub mod tokens;
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};

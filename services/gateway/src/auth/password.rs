@@ -63,18 +63,19 @@ pub async fn hash(password: SecretString) -> Result<String, PasswordError> {
 /// Without a stored hash it checks against a dummy one, so "no such user" takes as long as
 /// "wrong password" and the two cannot be told apart by timing.
 pub async fn verify(password: SecretString, phc: Option<String>) -> bool {
-    let span = tracing::info_span!("password.verify");
-    tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        let known = phc.is_some();
-        let phc = phc.unwrap_or_else(|| dummy_hash().to_owned());
-        let matches = hasher()
-            .verify_password(password.expose_secret().as_bytes(), phc.as_str())
-            .is_ok();
-        known && matches
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || verify_now(&password, phc))
+        .await
+        .unwrap_or(false)
+}
+
+fn verify_now(password: &SecretString, phc: Option<String>) -> bool {
+    let _span = tracing::info_span!("password.verify").entered();
+    let known = phc.is_some();
+    let phc = phc.unwrap_or_else(|| dummy_hash().to_owned());
+    let matches = hasher()
+        .verify_password(password.expose_secret().as_bytes(), phc.as_str())
+        .is_ok();
+    known && matches
 }
 
 fn dummy_hash() -> &'static str {
@@ -90,35 +91,53 @@ fn dummy_hash() -> &'static str {
 /// How long a request waits for a free hashing slot before it is told to come back later.
 const HASH_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn hashing_permit(state: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-    match tokio::time::timeout(HASH_QUEUE_TIMEOUT, state.hashing.acquire()).await {
-        Ok(Ok(permit)) => Ok(permit),
-        _ => Err(ApiError::Rejected {
-            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            detail: "Too many sign-ins at once; retry in a few seconds.".into(),
-        }),
-    }
-}
-
-/// [`hash`] within the gateway's bound on concurrent hashing.
-pub async fn hash_bounded(state: &AppState, password: SecretString) -> Result<String, ApiError> {
-    let _permit = hashing_permit(state).await?;
-    hash(password).await.map_err(|e| match e {
-        PasswordError::Hash => ApiError::Internal(anyhow::anyhow!("argon2 hashing failed")),
-        other => ApiError::invalid("password", other.to_string()),
+/// Runs `job` on the blocking pool holding one of the gateway's hashing slots. The slot moves into
+/// the job, so a client that gives up does not free it while the hash is still being computed.
+async fn bounded<T: Send + 'static>(
+    state: &AppState,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit =
+        match tokio::time::timeout(HASH_QUEUE_TIMEOUT, state.hashing.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return Err(ApiError::Rejected {
+                    status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    detail: "Too many sign-ins at once; retry in a few seconds.".into(),
+                });
+            }
+        };
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let _entered = span.enter();
+        job()
     })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("password hashing task failed: {e}")))
 }
 
-/// [`verify`] within the gateway's bound on concurrent hashing.
+/// [`hash`], within the gateway's bound on concurrent hashing.
+pub async fn hash_bounded(state: &AppState, password: SecretString) -> Result<String, ApiError> {
+    validate(password.expose_secret()).map_err(|e| ApiError::invalid("password", e.to_string()))?;
+    bounded(state, move || {
+        hasher()
+            .hash_password(password.expose_secret().as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("argon2 hashing failed")))
+    })
+    .await?
+}
+
+/// [`verify`], within the gateway's bound on concurrent hashing.
 pub async fn verify_bounded(
     state: &AppState,
     password: SecretString,
     phc: Option<String>,
 ) -> Result<bool, ApiError> {
-    let _permit = hashing_permit(state).await?;
-    Ok(verify(password, phc).await)
+    bounded(state, move || verify_now(&password, phc)).await
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,13 +74,17 @@ impl TokenService {
         Ok((token, ttl))
     }
 
-    /// The caller a valid token names; `None` for anything forged, expired or malformed.
-    pub fn verify(&self, token: &str) -> Option<Actor> {
+    /// The caller a valid token names, and when it was issued; `None` for anything forged,
+    /// expired or malformed.
+    pub fn verify(&self, token: &str) -> Option<(Actor, i64)> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        Some(Actor {
-            id: data.claims.sub,
-            role: data.claims.role,
-        })
+        Some((
+            Actor {
+                id: data.claims.sub,
+                role: data.claims.role,
+            },
+            data.claims.iat,
+        ))
     }
 }
 
@@ -114,7 +118,7 @@ mod tests {
         let id = Uuid::new_v4();
         let (token, ttl) = service().issue_access(id, Role::Manager).expect("issue");
         assert_eq!(ttl, 900);
-        let actor = service().verify(&token).expect("valid");
+        let (actor, _) = service().verify(&token).expect("valid");
         assert_eq!((actor.id, actor.role), (id, Role::Manager));
     }
 

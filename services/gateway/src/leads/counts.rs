@@ -28,6 +28,12 @@ impl LeadCounts {
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The current generation: read it before counting and hand it to [`LeadCounts::put`], so a
+    /// write that lands while the count runs is not hidden behind a fresh-looking stale total.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     pub fn get(&self, key: &str) -> Option<i64> {
         let generation = self.generation.load(Ordering::Relaxed);
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -37,8 +43,7 @@ impl LeadCounts {
             .map(|(_, _, total)| *total)
     }
 
-    pub fn put(&self, key: String, total: i64) {
-        let generation = self.generation.load(Ordering::Relaxed);
+    pub fn put(&self, key: String, generation: u64, total: i64) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CAPACITY {
             entries.clear();
@@ -54,9 +59,19 @@ mod tests {
     #[test]
     fn a_write_invalidates_what_was_counted_before_it() {
         let counts = LeadCounts::default();
-        counts.put("status=new".into(), 7);
+        let generation = counts.generation();
+        counts.put("status=new".into(), generation, 7);
         assert_eq!(counts.get("status=new"), Some(7));
         counts.invalidate();
         assert_eq!(counts.get("status=new"), None);
+
+        let before = counts.generation();
+        counts.invalidate(); // a write lands while the count runs
+        counts.put("status=new".into(), before, 8);
+        assert_eq!(
+            counts.get("status=new"),
+            None,
+            "a count older than a write is not served"
+        );
     }
 }

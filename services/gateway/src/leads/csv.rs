@@ -114,10 +114,10 @@ async fn csv_body(request: Request, state: &AppState) -> ApiResult<Bytes> {
             .map_err(|e| ApiError::BadRequest(e.body_text()))?
         {
             if part.file_name().is_some() || part.name() == Some("file") {
-                return part
-                    .bytes()
-                    .await
-                    .map_err(|e| ApiError::BadRequest(e.body_text()));
+                return part.bytes().await.map_err(|e| ApiError::Rejected {
+                    status: e.status(),
+                    detail: e.body_text(),
+                });
             }
         }
         return Err(ApiError::BadRequest("The form has no file field.".into()));
@@ -141,6 +141,11 @@ async fn import_leads(
     request: Request,
 ) -> ApiResult<Json<ImportReport>> {
     let bytes = csv_body(request, &state).await?;
+    // Spreadsheets save UTF-8 with a byte-order mark, which would otherwise hide the first column.
+    let bytes = bytes
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .map(bytes::Bytes::copy_from_slice)
+        .unwrap_or(bytes);
     let mut reader = ::csv::ReaderBuilder::new()
         .flexible(true)
         .trim(::csv::Trim::All)
@@ -205,15 +210,28 @@ async fn import_leads(
     }
 
     let mut tx = state.begin().await?;
+    // Each row in its own savepoint: a row the database refuses is reported, not fatal to the rest.
     for (position, lead) in valid {
-        match insert_lead(&mut tx, &actor, &meta, lead).await {
-            Ok(created) => rows[position].id = Some(created.id),
+        let mut row = sqlx::Connection::begin(&mut *tx).await?;
+        match insert_lead(&mut row, &actor, &meta, lead).await {
+            Ok(created) => {
+                row.commit().await?;
+                rows[position].id = Some(created.id);
+            }
             Err(ApiError::Validation(errors)) => {
+                row.rollback().await?;
                 rows[position].status = "rejected";
                 rows[position].errors = errors
                     .into_iter()
                     .map(|e| format!("{}: {}", e.field, e.detail))
                     .collect();
+            }
+            Err(ApiError::Database(err)) => {
+                row.rollback().await?;
+                tracing::warn!(error = %leadflow_platform::error_chain(&err), row = rows[position].row, "import row refused by the database");
+                rows[position].status = "rejected";
+                rows[position].errors =
+                    vec!["the database refused this row; check its values".into()];
             }
             Err(other) => return Err(other),
         }
@@ -275,7 +293,7 @@ fn parse_row(
                 lead.tags = Some(
                     value
                         .split(';')
-                        .map(str::trim)
+                        .map(|t| unguard_formula(t.trim()))
                         .filter(|t| !t.is_empty())
                         .map(str::to_owned)
                         .collect(),
@@ -351,7 +369,7 @@ fn export_row(lead: &Lead) -> Vec<String> {
         lead.id.to_string(),
         guard_formula(&lead.first_name),
         guard_formula(&lead.last_name),
-        opt(&lead.email),
+        guard_formula(&opt(&lead.email)),
         guard_formula(&opt(&lead.phone)),
         guard_formula(&opt(&lead.company)),
         guard_formula(&opt(&lead.job_title)),
@@ -360,7 +378,11 @@ fn export_row(lead: &Lead) -> Vec<String> {
         lead.budget.map(|b| b.to_string()).unwrap_or_default(),
         guard_formula(&opt(&lead.interest)),
         guard_formula(&opt(&lead.timeline)),
-        lead.tags.join(";"),
+        lead.tags
+            .iter()
+            .map(|t| guard_formula(t))
+            .collect::<Vec<_>>()
+            .join(";"),
         lead.repeat_customer.to_string(),
         lead.owner_id.map(|o| o.to_string()).unwrap_or_default(),
         lead.score.map(|s| s.to_string()).unwrap_or_default(),
@@ -373,7 +395,7 @@ fn export_row(lead: &Lead) -> Vec<String> {
 
 fn unguard_formula(value: &str) -> &str {
     match value.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@']) => rest,
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
         _ => value,
     }
 }
@@ -381,7 +403,7 @@ fn unguard_formula(value: &str) -> &str {
 /// Spreadsheets run cells starting with = + - @ as formulas (CSV injection); a leading quote
 /// makes them text. Import strips it again, so a round trip keeps the value.
 fn guard_formula(value: &str) -> String {
-    if value.starts_with(['=', '+', '-', '@']) {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{value}")
     } else {
         value.to_owned()

@@ -87,10 +87,11 @@ async fn count_leads(
     if let Some(total) = state.lead_counts.get(&key) {
         return Ok(total);
     }
+    let generation = state.lead_counts.generation();
     let mut qb = QueryBuilder::new("select count(*) from leads where deleted_at is null");
     filter.push_conditions(&mut qb, LeadScope::of(actor), actor.id);
     let total = qb.build_query_scalar().fetch_one(conn).await?;
-    state.lead_counts.put(key, total);
+    state.lead_counts.put(key, generation, total);
     Ok(total)
 }
 
@@ -157,15 +158,17 @@ pub async fn insert_lead(
     meta: &Meta,
     lead: ValidLead,
 ) -> ApiResult<Lead> {
-    let owner = if allows(actor.role, Permission::SetLeadOwner) {
-        lead.owner_id
+    // A rep's new lead is their own. An admin or manager naming an owner makes an assignment,
+    // so ownership always has its assignment and its `assignments.created` event.
+    let (owner, assign_to) = if allows(actor.role, Permission::SetLeadOwner) {
+        (None, lead.owner_id)
     } else if lead.owner_id.is_some_and(|o| o != actor.id) {
         return Err(ApiError::Validation(vec![field(
             "owner_id",
             "only admins and managers choose a lead's owner",
         )]));
     } else {
-        Some(actor.id)
+        (Some(actor.id), None)
     };
     let created: Lead = sqlx::query_as(sql!(
         "insert into leads (first_name, last_name, email, phone, company, job_title, source, status, budget,
@@ -213,7 +216,13 @@ pub async fn insert_lead(
         },
     )
     .await?;
-    Ok(created)
+    match assign_to {
+        Some(assignee) => {
+            crate::assignments::assign_lead(conn, actor, meta, created.id, assignee, None).await?;
+            fetch_visible(conn, actor, created.id, false).await
+        }
+        None => Ok(created),
+    }
 }
 
 /// One lead.
@@ -255,10 +264,10 @@ pub async fn apply_patch(
     patch: &LeadPatch,
 ) -> ApiResult<Lead> {
     let mut c = model::Checks::default();
-    if patch.owner_id.is_some() && !allows(actor.role, Permission::SetLeadOwner) {
+    if patch.owner_id.is_some() {
         c.errors.push(field(
             "owner_id",
-            "only admins and managers change a lead's owner",
+            "change the owner with POST /api/assignments or a transfer",
         ));
     }
     let first_name = patch
@@ -342,7 +351,6 @@ pub async fn apply_patch(
     set!("tags", tags);
     set!("custom", custom);
     set!("repeat_customer", patch.repeat_customer);
-    set!("owner_id", patch.owner_id);
     qb.push(" where id = ")
         .push_bind(id)
         .push(format!(" returning {COLUMNS}"));

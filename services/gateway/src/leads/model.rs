@@ -113,7 +113,8 @@ pub struct NewLead {
     #[schema(value_type = Option<Object>)]
     pub utm: Option<Value>,
     pub repeat_customer: Option<bool>,
-    /// Admins and managers only; a sales rep's new lead is always their own.
+    /// Admins and managers only: assigns the new lead to this user. A sales rep's new lead is
+    /// always their own.
     pub owner_id: Option<Uuid>,
 }
 
@@ -152,7 +153,7 @@ pub struct LeadPatch {
     #[schema(value_type = Option<Object>)]
     pub custom: Option<Value>,
     pub repeat_customer: Option<bool>,
-    /// Admins and managers only (assignments are the usual way to change it).
+    /// Refused: the owner changes through assignments, so every owner has an assignment.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Uuid>)]
     pub owner_id: Option<Option<Uuid>>,

@@ -352,8 +352,8 @@ async fn fields_a_role_may_not_set_are_refused_and_never_applied() {
         .expect("score");
     assert_eq!(score, None);
 
-    // Managers may set the owner.
-    let (status, lead) = w
+    // Owners change only through assignments, so every owner has one.
+    let (status, problem) = w
         .app
         .call(
             "PATCH",
@@ -362,6 +362,136 @@ async fn fields_a_role_may_not_set_are_refused_and_never_applied() {
             Some(json!({"owner_id": w.rep2.id})),
         )
         .await;
-    assert_eq!((status, lead["owner_id"].clone()), (200, json!(w.rep2.id)));
+    assert_eq!(status, 422, "{problem}");
+    let (status, lead) = w
+        .app
+        .call(
+            "POST",
+            "/api/leads",
+            Some(&w.manager.token),
+            Some(json!({"first_name": "Assigned", "owner_id": w.rep2.id})),
+        )
+        .await;
+    assert_eq!((status, lead["owner_id"].clone()), (201, json!(w.rep2.id)));
+    let (_, assignments) = w
+        .app
+        .call(
+            "GET",
+            &format!(
+                "/api/assignments?lead_id={}",
+                lead["id"].as_str().expect("id")
+            ),
+            Some(&w.manager.token),
+            None,
+        )
+        .await;
+    assert_eq!(assignments["items"][0]["assignee_id"], json!(w.rep2.id));
+    w.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rep_who_lost_a_lead_cannot_act_on_its_old_assignment() {
+    let w = world().await;
+    let (_, first) = w
+        .app
+        .call(
+            "POST",
+            "/api/assignments",
+            Some(&w.manager.token),
+            Some(json!({"lead_id": w.lead, "assignee_id": w.rep1.id})),
+        )
+        .await;
+    let first_id = first["id"].as_str().expect("id").to_owned();
+    let (status, second) = w
+        .app
+        .call(
+            "POST",
+            &format!("/api/assignments/{first_id}/transfer"),
+            Some(&w.manager.token),
+            Some(json!({"assignee_id": w.rep2.id})),
+        )
+        .await;
+    assert_eq!(status, 201, "{second}");
+    let second_id = second["id"].as_str().expect("id");
+    for path in [
+        format!("/api/assignments/{second_id}/transfer"),
+        format!("/api/assignments/{second_id}/complete"),
+    ] {
+        let (status, _) = w
+            .app
+            .call(
+                "POST",
+                &path,
+                Some(&w.rep1.token),
+                Some(json!({"assignee_id": w.rep1.id})),
+            )
+            .await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _) = w
+        .app
+        .call(
+            "POST",
+            &format!("/api/assignments/{second_id}/complete"),
+            Some(&w.rep2.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "the current assignee completes it");
+    w.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_demoted_or_deactivated_user_loses_access_at_once() {
+    let w = world().await;
+    let (status, _) = w
+        .app
+        .call("GET", "/api/users", Some(&w.manager.token), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = w
+        .app
+        .call(
+            "PATCH",
+            &format!("/api/users/{}", w.manager.id),
+            Some(&w.admin.token),
+            Some(json!({"role": "sales_rep"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, problem) = w
+        .app
+        .call("GET", "/api/users", Some(&w.manager.token), None)
+        .await;
+    assert_eq!(
+        status, 401,
+        "the old token no longer carries the manager role: {problem}"
+    );
+
+    let (status, _) = w
+        .app
+        .call(
+            "PATCH",
+            &format!("/api/users/{}", w.rep2.id),
+            Some(&w.admin.token),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = w
+        .app
+        .call("GET", "/api/auth/me", Some(&w.rep2.token), None)
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = w
+        .app
+        .call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": w.rep2.email, "password": crate::helpers::PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, 401, "a deactivated user cannot sign in");
     w.app.stop().await;
 }

@@ -146,6 +146,21 @@ async fn each_change_has_one_audit_row_and_one_event_and_refused_changes_have_no
         )
         .await;
     assert_eq!(status, 422);
+    // Refused after the lead, its audit row and its event were written: all of it rolls back.
+    let (status, problem) = app
+        .call(
+            "POST",
+            "/api/leads",
+            Some(&manager.token),
+            Some(json!({"first_name": "Orphan", "owner_id": uuid::Uuid::new_v4()})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        app.count("select count(*) from leads where first_name = 'Orphan'")
+            .await,
+        0
+    );
 
     let actions: Vec<String> = sqlx::query_scalar(
         "select action from audit_log where action not like 'auth.%' order by created_at, id",

@@ -249,6 +249,19 @@ async fn bad_input_gets_its_status_and_a_problem_and_changes_nothing() {
         .call("POST", "/api/leads", Some(&rep.token), Some(json!({})))
         .await;
     assert_eq!(status, 422, "a lead needs a name, e-mail or company");
+    let (status, problem) = app
+        .call(
+            "PATCH",
+            &format!("/api/leads/{id}"),
+            Some(&rep.token),
+            Some(json!({"budget": "lots"})),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        problem["errors"][0]["field"], "budget",
+        "a wrong type names its field: {problem}"
+    );
 
     assert_eq!(snapshot(&app).await, before);
     assert_eq!(app.count("select count(*) from leads").await, 1);
