@@ -15,6 +15,7 @@ pub struct Stack {
     pub scorer: String,
     pub notifier: String,
     pub namespace: String,
+    pub db_url: String,
     /// Dropped (with the database) when the stack is.
     _db: TestDb,
     token: CancellationToken,
@@ -96,6 +97,7 @@ impl Stack {
             scorer: scorer_url,
             notifier: notifier_url,
             namespace,
+            db_url: db.url.clone(),
             _db: db,
             token,
             running,

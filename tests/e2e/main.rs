@@ -5,3 +5,4 @@ mod cli;
 mod deploy;
 mod health;
 mod helpers;
+mod tracking;

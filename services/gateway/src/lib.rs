@@ -28,7 +28,9 @@ pub mod openapi;
 mod pagination;
 pub mod policy;
 mod rate_limit;
+mod scores;
 mod state;
+mod tracking;
 mod users;
 
 use std::{sync::Arc, time::Duration};
@@ -61,6 +63,8 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(notifications::router())
         .merge(inventory::router())
         .merge(audit_log::router())
+        .merge(tracking::admin_router())
+        .merge(scores::router())
 }
 
 /// The router and the OpenAPI document built from the same registrations, so they cannot drift.
@@ -101,13 +105,16 @@ pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow
     );
     platform.spawn(relay.run(platform.shutdown_token()));
     platform.spawn(shrink_rate_limits(state.clone()));
+    platform.spawn(tracking::reload_keys(state.clone()));
 
     let (routes, spec) = router_and_spec();
     let spec = Arc::new(spec);
-    let routes: Router = routes
+    // CORS for the API follows ALLOWED_ORIGINS; the tracking routes carry their own, open one.
+    let api: Router = routes
         .with_state(state.clone())
         .merge(meta::router(state.clone(), spec.clone()))
         .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", (*spec).clone()));
+    let routes = middleware::cors(api, &origins).merge(tracking::router(state.clone()));
     let timeout = config.gateway.request_timeout;
     Ok(Server::bind(
         platform,
@@ -116,7 +123,7 @@ pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow
         "GATEWAY_ADDR",
     )
     .await?
-    .map_router(|router| middleware::apply(router, &origins, timeout)))
+    .map_router(|router| middleware::apply(router, timeout)))
 }
 
 /// Rate limiters remember every key they saw; forget the idle ones now and then.

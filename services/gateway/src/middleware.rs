@@ -22,8 +22,17 @@ use crate::{error::slug_for, leads::csv_limits};
 /// The general request body limit (DESIGN.md §4); CSV imports get more.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-pub fn apply(router: Router, allowed_origins: &[HeaderValue], timeout: Duration) -> Router {
-    let router = router
+/// Adds CORS for `allowed_origins`; none configured means no CORS headers at all.
+pub fn cors(router: Router, allowed_origins: &[HeaderValue]) -> Router {
+    if allowed_origins.is_empty() {
+        router
+    } else {
+        router.layer(cors_layer(allowed_origins))
+    }
+}
+
+pub fn apply(router: Router, timeout: Duration) -> Router {
+    router
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(middleware::from_fn_with_state(timeout, request_timeout))
         .layer(middleware::from_fn(limit_body))
@@ -33,12 +42,7 @@ pub fn apply(router: Router, allowed_origins: &[HeaderValue], timeout: Duration)
         .layer(header_if_missing(header::X_FRAME_OPTIONS, "DENY"))
         .layer(header_if_missing(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header_if_missing(header::REFERRER_POLICY, "no-referrer"))
-        .layer(header_if_missing(HeaderName::from_static("cross-origin-opener-policy"), "same-origin"));
-    if allowed_origins.is_empty() {
-        router
-    } else {
-        router.layer(cors(allowed_origins))
-    }
+        .layer(header_if_missing(HeaderName::from_static("cross-origin-opener-policy"), "same-origin"))
 }
 
 fn header_if_missing(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
@@ -46,7 +50,7 @@ fn header_if_missing(name: HeaderName, value: &'static str) -> SetResponseHeader
 }
 
 /// Only the configured origins get CORS headers; bearer tokens, so no credentials.
-fn cors(origins: &[HeaderValue]) -> CorsLayer {
+fn cors_layer(origins: &[HeaderValue]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins.iter().cloned()))
         .allow_methods([

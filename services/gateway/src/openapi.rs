@@ -48,7 +48,10 @@ pub struct FieldErrorDoc {
         health_json,
         metrics,
         livez,
-        readyz
+        readyz,
+        track_events,
+        track_pixel,
+        track_identify
     ),
     components(schemas(ProblemDoc, FieldErrorDoc)),
     tags(
@@ -57,6 +60,8 @@ pub struct FieldErrorDoc {
         (name = "leads", description = "Leads, their activities, import and export"),
         (name = "notes"), (name = "assignments"), (name = "notifications"), (name = "inventory"),
         (name = "audit", description = "Who did what (admins)"),
+        (name = "scores", description = "Scores, their history and the events behind them"),
+        (name = "tracking", description = "Write keys and lead tokens for pixels and beacons (the /t/ routes)"),
         (name = "meta", description = "Service information and debugging"),
         (name = "health", description = "Health, readiness and metrics (every service)")
     )
@@ -101,3 +106,32 @@ fn livez() {}
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Object), (status = 503, body = Object)))]
 #[allow(dead_code)]
 fn readyz() {}
+
+/// Accept a batch of up to 500 engagement events, authenticated by a write key (`X-Write-Key` or
+/// `?key=`). JSON, or `text/plain` as `navigator.sendBeacon` sends it. Each event is checked on its
+/// own: the answer counts what was accepted and says why each refused one was refused.
+#[utoipa::path(post, path = "/t/events", tag = "tracking",
+    params(("key" = Option<String>, Query, description = "write key, if not in X-Write-Key")),
+    request_body(content = Object, description = "{\"events\": [{\"id\"?, \"type\", \"lead_id\"? | \"anonymous_id\"?, \"properties\"?, \"timestamp\"?}]}"),
+    responses((status = 202, body = Object, example = json!({"accepted": 2, "rejected": 1, "errors": [{"index": 1, "detail": "give lead_id or anonymous_id"}]})),
+              (status = 400, body = ProblemDoc), (status = 401, body = ProblemDoc), (status = 403, body = ProblemDoc),
+              (status = 413, body = ProblemDoc), (status = 415, body = ProblemDoc), (status = 503, body = ProblemDoc)))]
+#[allow(dead_code)]
+fn track_events() {}
+
+/// A 43-byte transparent GIF that records an event: `?k=KEY&lead=ID&e=TYPE` or `?t=TOKEN&e=TYPE`
+/// (optional `u`: the URL). Always answers the GIF, with no-cache headers.
+#[utoipa::path(get, path = "/t/pixel.gif", tag = "tracking",
+    params(("k" = Option<String>, Query), ("lead" = Option<Uuid>, Query), ("t" = Option<String>, Query),
+           ("e" = Option<String>, Query), ("u" = Option<String>, Query)),
+    responses((status = 200, content_type = "image/gif", body = Vec<u8>)))]
+#[allow(dead_code)]
+fn track_pixel() {}
+
+/// Tie an anonymous visitor to a lead (`{anonymous_id, lead_id | email}`); their earlier events
+/// then count for the lead, and it is re-scored.
+#[utoipa::path(post, path = "/t/identify", tag = "tracking",
+    request_body(content = Object, description = "{\"anonymous_id\", \"lead_id\" | \"email\"}"),
+    responses((status = 202, body = Object), (status = 401, body = ProblemDoc), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+#[allow(dead_code)]
+fn track_identify() {}

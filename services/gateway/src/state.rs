@@ -21,6 +21,10 @@ pub struct Inner {
     pub settings: GatewayArgs,
     pub lead_counts: crate::leads::counts::LeadCounts,
     pub sessions: crate::auth::sessions::Sessions,
+    pub key_ring: crate::tracking::KeyRing,
+    pub lead_tokens: crate::tracking::keys::LeadTokens,
+    /// `tracking_events_total{outcome}`.
+    pub tracking: prometheus::IntCounterVec,
     /// Bounds concurrent argon2 work, so logins cannot starve everything else of CPU and memory.
     pub hashing: Arc<Semaphore>,
 }
@@ -55,6 +59,9 @@ impl AppState {
             hashing: Arc::new(Semaphore::new(permits)),
             lead_counts: Default::default(),
             sessions: Default::default(),
+            key_ring: Default::default(),
+            lead_tokens: crate::tracking::keys::LeadTokens::new(&secret),
+            tracking: crate::tracking::metric(platform.metrics.registry())?,
             platform,
             settings,
         })))

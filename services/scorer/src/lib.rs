@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod model;
 pub mod processor;
+pub mod rescore;
 pub mod worker;
 
 pub const SERVICE: &str = "scorer";
@@ -97,6 +98,7 @@ pub async fn build(config: ScorerConfig, shutdown: CancellationToken) -> anyhow:
     for spec in CONSUMERS {
         platform.spawn(worker.clone().run(*spec));
     }
+    platform.spawn(rescore::respond(platform.clone(), worker.processor.clone()));
     // `scores.updated` goes out through the outbox, like the gateway's domain events.
     let relay = OutboxRelay::new(
         platform.db.pool().clone(),

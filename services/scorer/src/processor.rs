@@ -92,6 +92,21 @@ impl Processor {
                 .into_iter()
                 .collect();
 
+        // Identity stitching first, so the rest of the batch already counts for the lead.
+        let mut identities = identities;
+        for event in events.iter().filter(|e| e.kind == IDENTIFY) {
+            let (Some(lead), Some(anonymous)) = (event.lead_id, event.anonymous_id.as_ref()) else {
+                continue;
+            };
+            if !existing.contains(&lead) {
+                continue;
+            }
+            if stitch(&mut tx, lead, anonymous, &self.config).await? {
+                touched.insert(lead, Some(event.id));
+            }
+            identities.insert(anonymous.clone(), lead);
+        }
+
         let mut engagement = Vec::new();
         for event in events {
             let lead = event.lead_id.or_else(|| {
@@ -192,6 +207,46 @@ impl Processor {
             .rows_affected();
         Ok(claimed == 1)
     }
+}
+
+/// The event type an identify call publishes: it ties `anonymous_id` to `lead_id`.
+pub const IDENTIFY: &str = "engagement.identify";
+
+/// Ties a visitor to a lead and moves their earlier events onto it, folding in what they signal.
+/// Idempotent: events already moved are not moved (or counted) again. Returns whether it moved any.
+async fn stitch(
+    conn: &mut PgConnection,
+    lead: Uuid,
+    anonymous: &str,
+    config: &Config,
+) -> sqlx::Result<bool> {
+    sqlx::query("insert into anonymous_identities (anonymous_id, lead_id) values ($1, $2) on conflict (anonymous_id) do nothing")
+        .bind(anonymous)
+        .bind(lead)
+        .execute(&mut *conn)
+        .await?;
+    let moved: Vec<(String, Value, OffsetDateTime, Option<String>)> = sqlx::query_as(
+        "update lead_engagement_events set lead_id = $1
+         where anonymous_id = $2 and lead_id is null
+         returning event_type, properties, occurred_at, suppressed_reason",
+    )
+    .bind(lead)
+    .bind(anonymous)
+    .fetch_all(&mut *conn)
+    .await?;
+    let units: Vec<(Signal, OffsetDateTime, usize)> = moved
+        .iter()
+        .filter(|(_, _, _, suppressed)| suppressed.is_none())
+        .flat_map(|(kind, properties, at, _)| {
+            signals_of(kind, properties)
+                .into_iter()
+                .map(move |(s, n)| (s, *at, n))
+        })
+        .collect();
+    if !units.is_empty() {
+        fold(conn, lead, &units, config).await?;
+    }
+    Ok(!moved.is_empty())
 }
 
 /// Which signals an engagement event carries: its type, plus urgency words in free text.

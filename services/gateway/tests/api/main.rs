@@ -7,4 +7,5 @@ mod helpers;
 mod http;
 mod leads;
 mod openapi;
+mod scores;
 mod startup;
