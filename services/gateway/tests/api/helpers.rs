@@ -158,6 +158,15 @@ impl TestApp {
     }
 
     pub async fn spawn_with(extra: &[&str]) -> Self {
+        Self::start(extra, true).await
+    }
+
+    /// Started without waiting for readiness (for tests that take a dependency away).
+    pub async fn spawn_degraded(extra: &[&str]) -> Self {
+        Self::start(extra, false).await
+    }
+
+    async fn start(extra: &[&str], wait_ready: bool) -> Self {
         use clap::Parser as _;
         let db = leadflow_testkit::TestDb::empty().await;
         let url: leadflow_platform::config::DatabaseUrl = db.url.parse().expect("url");
@@ -189,16 +198,18 @@ impl TestApp {
         let base = format!("http://{}", server.local_addr());
         let running = tokio::spawn(server.run_until_stopped());
         let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
-        let ready = format!("{base}/readyz");
-        leadflow_testkit::eventually(
-            Duration::from_secs(20),
-            "the gateway to be ready",
-            || async {
-                let status = reqwest::get(&ready).await.ok()?.status();
-                (status == 200).then_some(())
-            },
-        )
-        .await;
+        if wait_ready {
+            let ready = format!("{base}/readyz");
+            leadflow_testkit::eventually(
+                Duration::from_secs(20),
+                "the gateway to be ready",
+                || async {
+                    let status = reqwest::get(&ready).await.ok()?.status();
+                    (status == 200).then_some(())
+                },
+            )
+            .await;
+        }
         Self {
             base,
             client: reqwest::Client::new(),
@@ -208,6 +219,17 @@ impl TestApp {
             token,
             running,
         }
+    }
+
+    pub fn db_name(&self) -> String {
+        self._db.name.clone()
+    }
+
+    /// Stops a gateway whose dependencies a test took away (the pool may be unusable).
+    pub async fn stop_degraded(self) {
+        self.token.cancel();
+        let _ = self.running.await;
+        leadflow_testkit::drop_namespace(&self.namespace).await;
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -9,3 +9,4 @@ mod leads;
 mod openapi;
 mod scores;
 mod startup;
+mod tracking;

@@ -1,0 +1,109 @@
+//! The tracking path when NATS or PostgreSQL is away.
+
+use std::net::SocketAddr;
+
+use leadflow_testkit::TcpProxy;
+use serde_json::json;
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn without_nats_events_wait_in_the_outbox_and_without_both_the_answer_is_503() {
+    let nats = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], 4222)), false).await;
+    let nats_url = format!("nats://{}", nats.addr());
+    let app =
+        TestApp::spawn_degraded(&["--nats-url", &nats_url, "--nats-ack-timeout", "500ms"]).await;
+    let admin = app.user("admin").await;
+    let (status, key) = app
+        .call(
+            "POST",
+            "/api/tracking-keys",
+            Some(&admin.token),
+            Some(json!({"name": "site"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let key = key["key"].as_str().expect("key").to_owned();
+    let lead = app
+        .create_lead(&admin.token, json!({"first_name": "Offline"}))
+        .await;
+    let lead_id = lead["id"].as_str().expect("id").to_owned();
+    let outbox_before = app.count("select count(*) from outbox").await;
+
+    let response = app
+        .client
+        .post(app.url("/t/events"))
+        .header("x-write-key", &key)
+        .json(&json!({"events": [{"type": "pricing_view", "lead_id": lead_id}, {"type": "page_view", "lead_id": lead_id}]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202, "accepted even with NATS down");
+    let subjects: Vec<String> = sqlx::query_scalar(
+        "select subject from outbox where subject like 'engagement.%' order by subject",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("outbox");
+    assert_eq!(
+        subjects,
+        ["engagement.page_view", "engagement.pricing_view"],
+        "kept in the outbox"
+    );
+    assert!(app.count("select count(*) from outbox").await >= outbox_before + 2);
+
+    // PostgreSQL away too: the sender is told to retry; the pixel still answers its GIF.
+    let server = sqlx::PgPool::connect(&leadflow_testkit::server_url())
+        .await
+        .expect("server");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database \"{}\" with allow_connections false",
+        app.db_name()
+    )))
+    .execute(&server)
+    .await
+    .expect("refuse new connections");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select pg_terminate_backend(pid) from pg_stat_activity where datname = '{}'",
+        app.db_name()
+    )))
+    .execute(&server)
+    .await
+    .expect("cut the open ones");
+    let response = app
+        .client
+        .post(app.url("/t/events"))
+        .header("x-write-key", &key)
+        .json(&json!({"events": [{"type": "page_view", "lead_id": lead_id}]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 503);
+    let pixel = app
+        .client
+        .get(app.url(&format!("/t/pixel.gif?k={key}&lead={lead_id}&e=email_open")))
+        .send()
+        .await
+        .expect("pixel");
+    assert_eq!(pixel.status(), 200);
+    assert_eq!(pixel.bytes().await.expect("gif").len(), 43);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("leadflow_tracking_events_total{")
+                && l.contains("outcome=\"lost\"")
+                && !l.ends_with(" 0")),
+        "the loss is counted: {metrics}"
+    );
+    server.close().await;
+    app.stop_degraded().await;
+}
