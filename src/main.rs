@@ -42,6 +42,17 @@ enum Command {
         #[command(flatten)]
         database: DatabaseConfig,
     },
+    /// Re-score every lead with the current model (after a model change). Resumes an
+    /// interrupted run.
+    Rescore {
+        /// Every lead (the only mode for now; required so it is never run by accident).
+        #[arg(long, required = true)]
+        all: bool,
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        scorer: leadflow_scorer::ScorerArgs,
+    },
     /// Manage administrators.
     Admin {
         #[command(subcommand)]
@@ -94,6 +105,29 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             println!("These passwords are new on every run; keep them out of shared screens.");
+            Ok(())
+        }
+        Command::Rescore {
+            all: _,
+            database,
+            scorer,
+        } => {
+            up::migrate_or_explain(&database).await?;
+            let pool = sqlx_pool(&database).await?;
+            let config = scorer.model_config()?;
+            let finished = leadflow_scorer::rescore_all::rescore_all(&pool, &config, |p| {
+                if p.resumed && p.done <= 200 {
+                    println!("Resuming run {}.", p.run);
+                }
+                println!("{}/{} leads re-scored", p.done, p.total);
+            })
+            .await?;
+            pool.close().await;
+            println!(
+                "Done: {} leads re-scored with model {}.",
+                finished.done,
+                leadflow_scorer::model::MODEL_VERSION
+            );
             Ok(())
         }
         Command::Admin {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 pub mod model;
 pub mod processor;
 pub mod rescore;
+pub mod rescore_all;
 pub mod worker;
 
 pub const SERVICE: &str = "scorer";

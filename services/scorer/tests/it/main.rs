@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 struct Scorer {
+    args: Vec<String>,
     pool: sqlx::PgPool,
     ns: Namespace,
     jetstream: async_nats::jetstream::Context,
@@ -27,7 +28,7 @@ impl Scorer {
             .await
             .expect("migrate");
         let namespace = unique_namespace();
-        let config = leadflow_scorer::ScorerConfig::try_parse_from([
+        let args: Vec<String> = [
             "scorer",
             "--scorer-addr",
             "127.0.0.1:0",
@@ -39,16 +40,16 @@ impl Scorer {
             "200ms",
             "--nats-max-deliver",
             "2",
-        ])
-        .expect("config");
-        let token = CancellationToken::new();
-        let server = leadflow_scorer::build(config, token.clone())
-            .await
-            .expect("scorer starts");
-        let base = format!("http://{}", server.local_addr());
-        let running = tokio::spawn(server.run_until_stopped());
+            "--nats-ack-wait",
+            "1s",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        let (token, base, running) = launch(&args).await;
         let client = async_nats::connect(nats_url()).await.expect("nats");
         let scorer = Self {
+            args,
             pool: sqlx::PgPool::connect(&db.url).await.expect("pool"),
             ns: Namespace::parse(&namespace).expect("ns"),
             jetstream: async_nats::jetstream::new(client),
@@ -66,6 +67,22 @@ impl Scorer {
         })
         .await;
         scorer
+    }
+
+    /// Stops this scorer process (its durable consumers stay on the server).
+    async fn halt(&mut self) {
+        self.token.cancel();
+        (&mut self.running)
+            .await
+            .expect("task")
+            .expect("clean stop");
+    }
+
+    async fn resume(&mut self) {
+        let (token, base, running) = launch(&self.args).await;
+        self.token = token;
+        self.base = base;
+        self.running = running;
     }
 
     async fn lead(&self, interest: &str, budget: f64) -> Uuid {
@@ -130,6 +147,26 @@ impl Scorer {
         self.pool.close().await;
         drop_namespace(self.ns.as_str()).await;
     }
+}
+
+async fn launch(
+    args: &[String],
+) -> (
+    CancellationToken,
+    String,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let config = leadflow_scorer::ScorerConfig::try_parse_from(args).expect("config");
+    let token = CancellationToken::new();
+    let server = leadflow_scorer::build(config, token.clone())
+        .await
+        .expect("scorer starts");
+    let base = format!("http://{}", server.local_addr());
+    (
+        token.clone(),
+        base,
+        tokio::spawn(server.run_until_stopped()),
+    )
 }
 
 fn engagement(kind: &str, lead: Uuid, data: serde_json::Value) -> Envelope {
@@ -373,5 +410,122 @@ async fn lead_changes_and_urgent_notes_rescore_the_lead() {
     )
     .await;
     assert!(second > first);
+    scorer.stop().await;
+}
+
+#[tokio::test]
+async fn a_scorer_that_dies_before_acking_loses_nothing_and_counts_nothing_twice() {
+    let mut scorer = Scorer::start().await;
+    let lead = scorer.lead("ev", 10_000.0).await;
+    scorer.halt().await;
+    let events: Vec<Envelope> = ["pricing_view", "calculator_use", "page_view", "email_click"]
+        .into_iter()
+        .map(|kind| engagement(kind, lead, json!({})))
+        .collect();
+    for event in &events {
+        scorer.publish(event, &event.id.to_string()).await;
+    }
+
+    // A scorer fetches the four, commits two of them, and dies before acking anything.
+    let stream = scorer
+        .jetstream
+        .get_stream(scorer.ns.stream_name(Stream::Engagement))
+        .await
+        .expect("stream");
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(&scorer.ns.name("scorer_engagement"))
+        .await
+        .expect("durable consumer");
+    let mut batch = consumer
+        .fetch()
+        .max_messages(4)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut fetched = Vec::new();
+    while let Some(message) = futures::StreamExt::next(&mut batch).await {
+        fetched.push(Envelope::from_json(&message.expect("message").payload).expect("envelope"));
+    }
+    assert_eq!(fetched.len(), 4);
+    let processor = leadflow_scorer::processor::Processor {
+        pool: scorer.pool.clone(),
+        config: Default::default(),
+    };
+    processor
+        .process(&fetched[..2])
+        .await
+        .expect("first half committed");
+    drop(batch);
+
+    // Another scorer takes over once the ack wait passes.
+    scorer.resume().await;
+    scorer.drained().await;
+    assert_eq!(
+        scorer
+            .count("select count(*) from lead_engagement_events")
+            .await,
+        4,
+        "none lost, none twice"
+    );
+    let counts: i64 = scorer
+        .count("select coalesce(sum(count), 0)::bigint from lead_signals")
+        .await;
+    assert_eq!(counts, 4, "each event folded into the signals exactly once");
+    scorer.stop().await;
+}
+
+#[tokio::test]
+async fn rescoring_everything_resumes_an_interrupted_run() {
+    let scorer = Scorer::start().await;
+    sqlx::query(
+        "insert into leads (first_name) select 'Lead ' || i from generate_series(1, 450) i",
+    )
+    .execute(&scorer.pool)
+    .await
+    .expect("leads");
+    let ids: Vec<Uuid> = sqlx::query_scalar("select id from leads order by id")
+        .fetch_all(&scorer.pool)
+        .await
+        .expect("ids");
+    // A run that stopped after 200 leads.
+    sqlx::query("insert into rescore_runs (model_version, total, done, last_lead_id) values ('v1', 450, 200, $1)")
+        .bind(ids[199])
+        .execute(&scorer.pool)
+        .await
+        .expect("run");
+    let mut reports = Vec::new();
+    let progress =
+        leadflow_scorer::rescore_all::rescore_all(&scorer.pool, &Default::default(), |p| {
+            reports.push(p.done)
+        })
+        .await
+        .expect("resumed");
+    assert!(progress.resumed);
+    assert_eq!((progress.done, progress.total), (450, 450));
+    assert_eq!(reports, [400, 450], "progress after each chunk");
+    assert_eq!(
+        scorer.count("select count(*) from lead_scores").await,
+        250,
+        "only what was left"
+    );
+    assert_eq!(
+        scorer
+            .count("select count(*) from rescore_runs where finished_at is null")
+            .await,
+        0
+    );
+
+    let again =
+        leadflow_scorer::rescore_all::rescore_all(&scorer.pool, &Default::default(), |_| {})
+            .await
+            .expect("fresh run");
+    assert!(!again.resumed);
+    assert_eq!(
+        scorer
+            .count("select count(*) from leads where score is null")
+            .await,
+        0
+    );
     scorer.stop().await;
 }
