@@ -187,13 +187,9 @@ impl Processor {
             entry.extend(units.into_iter().map(|(s, n)| (s, event.occurred_at, n)));
             touched.insert(lead, Some(event.id));
         }
-        for (lead, units) in &per_lead {
-            fold(&mut tx, *lead, units, &self.config).await?;
-        }
-        for (lead, trigger) in touched {
-            let score = rescore(&mut tx, lead, trigger, &self.config).await?;
-            outcome.rescored.push((lead, score));
-        }
+        fold_many(&mut tx, &per_lead, &self.config).await?;
+        let targets: Vec<(Uuid, Option<Uuid>)> = touched.into_iter().collect();
+        outcome.rescored = rescore_many(&mut tx, &targets, &self.config).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -312,67 +308,114 @@ async fn insert_events(
     Ok(stored.into_iter().collect())
 }
 
-/// Folds events into the lead's running signals (row-locked for the transaction).
+/// Folds one lead's events into its running signals.
 async fn fold(
     conn: &mut PgConnection,
     lead: Uuid,
     units: &[(Signal, OffsetDateTime, usize)],
     config: &Config,
 ) -> sqlx::Result<()> {
-    let current: Vec<(String, f64, OffsetDateTime, i64)> =
-        sqlx::query_as("select signal, value, as_of, count from lead_signals where lead_id = $1 order by signal for update")
-            .bind(lead)
-            .fetch_all(&mut *conn)
-            .await?;
-    let mut running: BTreeMap<Signal, Running> = current
-        .into_iter()
-        .filter_map(|(signal, value, as_of, count)| {
-            Signal::parse(&signal).map(|s| {
-                (
-                    s,
-                    Running {
-                        value,
-                        as_of,
-                        count,
-                    },
-                )
-            })
-        })
-        .collect();
-    let mut latest: Option<OffsetDateTime> = None;
-    for (signal, at, n) in units {
-        for _ in 0..*n {
-            let next = match running.get(signal) {
-                Some(r) => r.add(*at, config.half_life_days),
-                None => Running::first(*at),
-            };
-            running.insert(*signal, next);
+    let one = BTreeMap::from([(lead, units.to_vec())]);
+    fold_many(conn, &one, config).await
+}
+
+/// Folds each lead's events into its running signals with three statements for the whole batch:
+/// read (row-locked, in lead order so concurrent batches cannot deadlock), upsert, touch activity.
+async fn fold_many(
+    conn: &mut PgConnection,
+    per_lead: &BTreeMap<Uuid, Vec<(Signal, OffsetDateTime, usize)>>,
+    config: &Config,
+) -> sqlx::Result<()> {
+    if per_lead.is_empty() {
+        return Ok(());
+    }
+    let leads: Vec<Uuid> = per_lead.keys().copied().collect();
+    // Lock the leads' rows first, in order: the signal rows may not exist yet.
+    sqlx::query("select id from leads where id = any($1) order by id for update")
+        .bind(&leads)
+        .execute(&mut *conn)
+        .await?;
+    let mut running = load_signals(conn, &leads).await?;
+    let (mut ids, mut signals, mut values, mut as_ofs, mut counts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut latest: Vec<(Uuid, OffsetDateTime)> = Vec::new();
+    for (lead, units) in per_lead {
+        let current = running.entry(*lead).or_default();
+        let mut newest = None;
+        for (signal, at, n) in units {
+            for _ in 0..*n {
+                let next = match current.get(signal) {
+                    Some(r) => r.add(*at, config.half_life_days),
+                    None => Running::first(*at),
+                };
+                current.insert(*signal, next);
+            }
+            newest = newest.max(Some(*at));
         }
-        latest = latest.max(Some(*at));
+        for (signal, r) in current.iter() {
+            ids.push(*lead);
+            signals.push(signal.as_str());
+            values.push(r.value);
+            as_ofs.push(r.as_of);
+            counts.push(r.count);
+        }
+        if let Some(at) = newest {
+            latest.push((*lead, at));
+        }
     }
-    for (signal, r) in &running {
-        sqlx::query(
-            "insert into lead_signals (lead_id, signal, value, as_of, count) values ($1, $2, $3, $4, $5)
-             on conflict (lead_id, signal) do update set value = excluded.value, as_of = excluded.as_of, count = excluded.count",
-        )
-        .bind(lead)
-        .bind(signal.as_str())
-        .bind(r.value)
-        .bind(r.as_of)
-        .bind(r.count)
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query("update leads set last_activity_at = greatest(last_activity_at, $2) where id = $1")
-        .bind(lead)
-        .bind(latest)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "insert into lead_signals (lead_id, signal, value, as_of, count)
+         select * from unnest($1::uuid[], $2::text[], $3::float8[], $4::timestamptz[], $5::int8[])
+         on conflict (lead_id, signal) do update set value = excluded.value, as_of = excluded.as_of, count = excluded.count",
+    )
+    .bind(&ids)
+    .bind(&signals)
+    .bind(&values)
+    .bind(&as_ofs)
+    .bind(&counts)
+    .execute(&mut *conn)
+    .await?;
+    let (touched, times): (Vec<Uuid>, Vec<OffsetDateTime>) = latest.into_iter().unzip();
+    sqlx::query(
+        "update leads l set last_activity_at = greatest(l.last_activity_at, t.at)
+         from unnest($1::uuid[], $2::timestamptz[]) as t(id, at) where l.id = t.id",
+    )
+    .bind(&touched)
+    .bind(&times)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
+}
+
+async fn load_signals(
+    conn: &mut PgConnection,
+    leads: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, BTreeMap<Signal, Running>>> {
+    let rows: Vec<(Uuid, String, f64, OffsetDateTime, i64)> = sqlx::query_as(
+        "select lead_id, signal, value, as_of, count from lead_signals where lead_id = any($1)",
+    )
+    .bind(leads)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: HashMap<Uuid, BTreeMap<Signal, Running>> = HashMap::new();
+    for (lead, signal, value, as_of, count) in rows {
+        if let Some(signal) = Signal::parse(&signal) {
+            out.entry(lead).or_default().insert(
+                signal,
+                Running {
+                    value,
+                    as_of,
+                    count,
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 #[derive(sqlx::FromRow)]
 struct LeadFacts {
+    id: Uuid,
     email: Option<String>,
     phone: Option<String>,
     company: Option<String>,
@@ -386,137 +429,207 @@ struct LeadFacts {
     tier: Option<String>,
 }
 
-/// Everything the model needs about `lead`, from its row, its running signals and the inventory.
-async fn inputs(conn: &mut PgConnection, lead: Uuid) -> sqlx::Result<Option<(Inputs, LeadFacts)>> {
-    let Some(facts): Option<LeadFacts> = sqlx::query_as(
-        "select email, phone, company, budget::float8 as budget, interest, timeline, repeat_customer, last_activity_at,
-                owner_id, score::int4 as score, tier
-         from leads where id = $1 and deleted_at is null",
-    )
-    .bind(lead)
-    .fetch_optional(&mut *conn)
-    .await?
+/// Prices of in-stock items whose name or category the interest mentions.
+fn matching_prices(interest: Option<&str>, inventory: &[(String, String, f64)]) -> Vec<f64> {
+    let Some(interest) = interest
+        .map(str::to_lowercase)
+        .filter(|i| !i.trim().is_empty())
     else {
-        return Ok(None);
+        return Vec::new();
     };
-    let signals: Vec<(String, f64, OffsetDateTime, i64)> =
-        sqlx::query_as("select signal, value, as_of, count from lead_signals where lead_id = $1")
-            .bind(lead)
-            .fetch_all(&mut *conn)
-            .await?;
-    let matching_prices: Vec<f64> = match facts.interest.as_deref().filter(|i| !i.trim().is_empty()) {
-        Some(interest) => sqlx::query_scalar(
-            "select price::float8 from inventory_items
-             where active and quantity > 0
-               and (position(lower(category) in lower($1)) > 0 or position(lower(name) in lower($1)) > 0)",
-        )
-        .bind(interest)
-        .fetch_all(&mut *conn)
-        .await?,
-        None => Vec::new(),
-    };
-    let inputs = Inputs {
-        signals: signals
-            .into_iter()
-            .filter_map(|(signal, value, as_of, count)| {
-                Signal::parse(&signal).map(|s| {
-                    (
-                        s,
-                        Running {
-                            value,
-                            as_of,
-                            count,
-                        },
-                    )
-                })
-            })
-            .collect(),
-        last_activity_at: facts.last_activity_at,
-        budget: facts.budget,
-        interest: facts.interest.clone(),
-        timeline: facts.timeline.clone(),
-        has_email: facts.email.is_some(),
-        has_phone: facts.phone.is_some(),
-        has_company: facts.company.is_some(),
-        repeat_customer: facts.repeat_customer,
-        matching_prices,
-    };
-    Ok(Some((inputs, facts)))
+    inventory
+        .iter()
+        .filter(|(name, category, _)| {
+            interest.contains(category.as_str()) || interest.contains(name.as_str())
+        })
+        .map(|(_, _, price)| *price)
+        .collect()
 }
 
-/// Scores `lead` now and records it: history row (once per trigger event), insights, the lead's
-/// current score, and `scores.updated` for the notifier.
+/// Scores `lead` now and records it (see [`rescore_many`]).
 pub async fn rescore(
     conn: &mut PgConnection,
     lead: Uuid,
     trigger: Option<Uuid>,
     config: &Config,
 ) -> sqlx::Result<Score> {
-    let Some((inputs, facts)) = inputs(conn, lead).await? else {
-        return Ok(model::score(
-            &Inputs::default(),
-            OffsetDateTime::now_utc(),
-            config,
-        ));
-    };
-    let score = model::score(&inputs, OffsetDateTime::now_utc(), config);
-    let breakdown = serde_json::to_value(&score.breakdown).unwrap_or_default();
-    let score_id: Option<Uuid> = sqlx::query_scalar(
-        "insert into lead_scores (lead_id, total, engagement, buying_signal, demographic, tier, confidence,
+    let mut scored = rescore_many(conn, &[(lead, trigger)], config).await?;
+    Ok(scored
+        .pop()
+        .map(|(_, score)| score)
+        .unwrap_or_else(|| model::score(&Inputs::default(), OffsetDateTime::now_utc(), config)))
+}
+
+/// Scores the leads now and records, with a handful of statements for the whole set: history rows
+/// (once per trigger event), insights, each lead's current score, and `scores.updated` events.
+pub async fn rescore_many(
+    conn: &mut PgConnection,
+    targets: &[(Uuid, Option<Uuid>)],
+    config: &Config,
+) -> sqlx::Result<Vec<(Uuid, Score)>> {
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let leads: Vec<Uuid> = targets.iter().map(|(lead, _)| *lead).collect();
+    let facts: Vec<LeadFacts> = sqlx::query_as(
+        "select id, email, phone, company, budget::float8 as budget, interest, timeline, repeat_customer, last_activity_at,
+                owner_id, score::int4 as score, tier
+         from leads where id = any($1) and deleted_at is null",
+    )
+    .bind(&leads)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut signals = load_signals(conn, &leads).await?;
+    let inventory: Vec<(String, String, f64)> = sqlx::query_as(
+        "select lower(name), lower(category), price::float8 from inventory_items where active and quantity > 0",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let triggers: HashMap<Uuid, Option<Uuid>> = targets.iter().copied().collect();
+    let now = OffsetDateTime::now_utc();
+
+    let mut scored: Vec<(LeadFacts, Option<Uuid>, Score)> = Vec::with_capacity(facts.len());
+    for fact in facts {
+        let inputs = Inputs {
+            signals: signals.remove(&fact.id).unwrap_or_default(),
+            last_activity_at: fact.last_activity_at,
+            budget: fact.budget,
+            interest: fact.interest.clone(),
+            timeline: fact.timeline.clone(),
+            has_email: fact.email.is_some(),
+            has_phone: fact.phone.is_some(),
+            has_company: fact.company.is_some(),
+            repeat_customer: fact.repeat_customer,
+            matching_prices: matching_prices(fact.interest.as_deref(), &inventory),
+        };
+        let score = model::score(&inputs, now, config);
+        let trigger = triggers.get(&fact.id).copied().flatten();
+        scored.push((fact, trigger, score));
+    }
+
+    let ids: Vec<Uuid> = scored.iter().map(|_| Uuid::now_v7()).collect();
+    let lead_ids: Vec<Uuid> = scored.iter().map(|(f, _, _)| f.id).collect();
+    let totals: Vec<i16> = scored.iter().map(|(_, _, s)| s.total as i16).collect();
+    let engagement: Vec<f32> = scored.iter().map(|(_, _, s)| s.engagement as f32).collect();
+    let buying: Vec<f32> = scored
+        .iter()
+        .map(|(_, _, s)| s.buying_signal as f32)
+        .collect();
+    let demographic: Vec<f32> = scored
+        .iter()
+        .map(|(_, _, s)| s.demographic as f32)
+        .collect();
+    let tiers: Vec<&str> = scored.iter().map(|(_, _, s)| s.tier.as_str()).collect();
+    let confidences: Vec<&str> = scored
+        .iter()
+        .map(|(_, _, s)| s.confidence.as_str())
+        .collect();
+    let confidence_values: Vec<f32> = scored
+        .iter()
+        .map(|(_, _, s)| s.confidence_value as f32)
+        .collect();
+    let breakdowns: Vec<Value> = scored
+        .iter()
+        .map(|(_, _, s)| serde_json::to_value(&s.breakdown).unwrap_or_default())
+        .collect();
+    let trigger_ids: Vec<Option<Uuid>> = scored.iter().map(|(_, t, _)| *t).collect();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "insert into lead_scores (id, lead_id, total, engagement, buying_signal, demographic, tier, confidence,
                                   confidence_value, breakdown, model_version, trigger_event_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         select id, lead_id, total, engagement, buying_signal, demographic, tier, confidence, confidence_value, breakdown, $11, trigger
+         from unnest($1::uuid[], $2::uuid[], $3::int2[], $4::float4[], $5::float4[], $6::float4[], $7::text[], $8::text[],
+                     $9::float4[], $10::jsonb[], $12::uuid[])
+              as t(id, lead_id, total, engagement, buying_signal, demographic, tier, confidence, confidence_value, breakdown, trigger)
          on conflict (lead_id, trigger_event_id) where trigger_event_id is not null do nothing
          returning id",
     )
-    .bind(lead)
-    .bind(score.total as i16)
-    .bind(score.engagement as f32)
-    .bind(score.buying_signal as f32)
-    .bind(score.demographic as f32)
-    .bind(score.tier.as_str())
-    .bind(score.confidence.as_str())
-    .bind(score.confidence_value as f32)
-    .bind(&breakdown)
-    .bind(score.model_version)
-    .bind(trigger)
-    .fetch_optional(&mut *conn)
+    .bind(&ids)
+    .bind(&lead_ids)
+    .bind(&totals)
+    .bind(&engagement)
+    .bind(&buying)
+    .bind(&demographic)
+    .bind(&tiers)
+    .bind(&confidences)
+    .bind(&confidence_values)
+    .bind(&breakdowns)
+    .bind(model::MODEL_VERSION)
+    .bind(&trigger_ids)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some(score_id) = score_id else {
-        return Ok(score); // this trigger was scored already (redelivery)
-    };
-    for insight in &score.insights {
-        sqlx::query("insert into lead_insights (lead_id, score_id, kind, text, score) values ($1, $2, $3, $4, $5)")
-            .bind(lead)
-            .bind(score_id)
-            .bind(serde_json::to_value(insight.kind).ok().and_then(|v| v.as_str().map(str::to_owned)))
-            .bind(&insight.text)
-            .bind(insight.score as f32)
-            .execute(&mut *conn)
-            .await?;
+    let inserted: BTreeSet<Uuid> = inserted.into_iter().collect();
+
+    // Only what was newly scored moves the lead's current score and tells the notifier:
+    // a redelivered trigger has been recorded already.
+    let (mut i_lead, mut i_score, mut i_kind, mut i_text, mut i_weight) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut u_lead, mut u_total, mut u_tier, mut u_conf, mut u_conf_value) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut events = Vec::new();
+    for ((fact, trigger, score), score_id) in scored.iter().zip(&ids) {
+        if !inserted.contains(score_id) {
+            continue;
+        }
+        for insight in &score.insights {
+            i_lead.push(fact.id);
+            i_score.push(*score_id);
+            i_kind.push(
+                serde_json::to_value(insight.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            );
+            i_text.push(insight.text.clone());
+            i_weight.push(insight.score as f32);
+        }
+        u_lead.push(fact.id);
+        u_total.push(score.total as i16);
+        u_tier.push(score.tier.as_str());
+        u_conf.push(score.confidence.as_str());
+        u_conf_value.push(score.confidence_value as f32);
+        let event = Envelope::new(subjects::SCORES_UPDATED, "scorer")
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?
+            .with_lead(fact.id)
+            .with_data(json!({
+                "score_id": score_id,
+                "owner_id": fact.owner_id,
+                "old_score": fact.score,
+                "new_score": score.total,
+                "old_tier": fact.tier,
+                "new_tier": score.tier.as_str(),
+                "trigger_event_id": trigger,
+            }))
+            .with_traceparent(leadflow_platform::telemetry::current_traceparent());
+        events.push(event);
     }
     sqlx::query(
-        "update leads set score = $2, tier = $3, confidence = $4, confidence_value = $5, scored_at = now() where id = $1",
+        "insert into lead_insights (lead_id, score_id, kind, text, score)
+         select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float4[])",
     )
-    .bind(lead)
-    .bind(score.total as i16)
-    .bind(score.tier.as_str())
-    .bind(score.confidence.as_str())
-    .bind(score.confidence_value as f32)
+    .bind(&i_lead)
+    .bind(&i_score)
+    .bind(&i_kind)
+    .bind(&i_text)
+    .bind(&i_weight)
     .execute(&mut *conn)
     .await?;
-    let event = Envelope::new(subjects::SCORES_UPDATED, "scorer")
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?
-        .with_lead(lead)
-        .with_data(json!({
-            "score_id": score_id,
-            "owner_id": facts.owner_id,
-            "old_score": facts.score,
-            "new_score": score.total,
-            "old_tier": facts.tier,
-            "new_tier": score.tier.as_str(),
-            "trigger_event_id": trigger,
-        }))
-        .with_traceparent(leadflow_platform::telemetry::current_traceparent());
-    outbox::enqueue(conn, &event).await?;
-    Ok(score)
+    sqlx::query(
+        "update leads l set score = t.total, tier = t.tier, confidence = t.confidence,
+                            confidence_value = t.confidence_value, scored_at = now()
+         from unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::float4[])
+              as t(id, total, tier, confidence, confidence_value)
+         where l.id = t.id",
+    )
+    .bind(&u_lead)
+    .bind(&u_total)
+    .bind(&u_tier)
+    .bind(&u_conf)
+    .bind(&u_conf_value)
+    .execute(&mut *conn)
+    .await?;
+    outbox::enqueue_many(conn, &events).await?;
+    Ok(scored
+        .into_iter()
+        .map(|(fact, _, score)| (fact.id, score))
+        .collect())
 }

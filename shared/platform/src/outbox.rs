@@ -31,6 +31,30 @@ pub async fn enqueue(conn: &mut PgConnection, event: &Envelope) -> sqlx::Result<
     Ok(())
 }
 
+/// Writes many events to the outbox in one statement (a scorer batch re-scores hundreds of leads).
+pub async fn enqueue_many(conn: &mut PgConnection, events: &[Envelope]) -> sqlx::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let subjects: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let payloads = events
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "insert into outbox (id, subject, payload)
+         select * from unnest($1::uuid[], $2::text[], $3::jsonb[]) on conflict (id) do nothing",
+    )
+    .bind(&ids)
+    .bind(&subjects)
+    .bind(&payloads)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("reading or deleting outbox rows failed")]

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Load test of the scoring pipeline: tracking events into the gateway, through JetStream, stored
+# and scored by the scorer. Reports events accepted/s, events stored and scored/s (until the
+# scorer has drained) and the event-to-score latency from the scorer's Prometheus histogram.
+#
+#   benches/tracking-load.sh                  # batches of 100 over 10,000 leads, then pixels
+#   DURATION=30s CONNECTIONS=32 benches/tracking-load.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-15s}
+CONNECTIONS=${CONNECTIONS:-16}
+LEADS=${LEADS:-10000}
+export BATCH=${BATCH:-100}
+DB=leadflow_track_bench
+PG=postgres://postgres@127.0.0.1:5432
+export DATABASE_URL=$PG/$DB LEADFLOW_NAMESPACE=trackbench
+export GATEWAY_ADDR=127.0.0.1:18180 SCORER_ADDR=127.0.0.1:18181 NOTIFIER_ADDR=127.0.0.1:18182
+G=http://$GATEWAY_ADDR S=http://$SCORER_ADDR
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+cargo build --release --locked -p leadflow --bins >&2
+work=$(mktemp -d)
+cleanup() {
+  [ -n "${up_pid:-}" ] && kill "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null || true
+  psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
+  nats_streams_cleanup
+  rm -rf "$work"
+}
+nats_streams_cleanup() { :; }  # streams of the bench namespace are reused between runs
+trap cleanup EXIT
+
+psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
+target/release/leadflow migrate >/dev/null
+psql "$DATABASE_URL" -qc "insert into leads (first_name, email) select 'Lead', 'l' || i || '@example.com' from generate_series(1, $LEADS) i"
+psql "$DATABASE_URL" -tAc "select id from leads" > "$work/ids"
+target/release/leadflow admin create --email bench@example.com --password bench-password-123 >/dev/null
+JWT_SECRET=$(head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n') RUST_LOG=warn LEADFLOW_STATE_DIR="$work" \
+  target/release/leadflow up >"$work/up.log" 2>&1 &
+up_pid=$!
+for _ in $(seq 1 100); do curl -sf "$G/readyz" >/dev/null && curl -sf "$S/readyz" >/dev/null && break; sleep 0.2; done
+TOKEN=$(curl -sf "$G/api/auth/login" -H 'content-type: application/json' \
+  -d '{"email":"bench@example.com","password":"bench-password-123"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+WRITE_KEY=$(curl -sf "$G/api/tracking-keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+export WRITE_KEY LEAD_IDS="$work/ids"
+
+stored() { psql "$DATABASE_URL" -tAc "select count(*) from lead_engagement_events"; }
+drained() {
+  curl -sf "$S/health.json" | python3 -c '
+import json, sys
+h = json.load(sys.stdin)
+c = [x for x in h["consumers"] if x["name"].endswith("scorer_engagement")][0]
+print("yes" if c["pending"] == 0 and c["ack_pending"] == 0 else "no")'
+}
+latency() {
+  curl -sf "$S/metrics" | python3 -c '
+import sys
+buckets = []
+for line in sys.stdin:
+    if line.startswith("leadflow_event_to_score_seconds_bucket"):
+        le = line.split("le=\"")[1].split("\"")[0]
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+buckets.sort()
+total = buckets[-1][1] if buckets else 0
+def q(p):
+    for le, n in buckets:
+        if n >= p * total:
+            return "<= %g ms" % (le * 1000) if le != float("inf") else "> 30 s"
+print("event-to-score p50 %s, p99 %s (%d events)" % (q(0.5), q(0.99), total))'
+}
+
+run() { # scenario script label
+  local before start end after
+  before=$(stored); start=$(date +%s.%N)
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "benches/wrk/$1.lua" "$G" > "$work/$1.txt"
+  local rps; rps=$(grep Requests/sec "$work/$1.txt" | awk '{print $2}')
+  for _ in $(seq 1 600); do [ "$(drained)" = yes ] && break; sleep 0.5; done
+  end=$(date +%s.%N); after=$(stored)
+  echo "== $2"
+  grep -E "Requests/sec|Non-2xx|^ +(50|99)%" "$work/$1.txt"
+  python3 -c "print('events accepted/s: %.0f' % ($rps * $3))"
+  python3 -c "print('events stored and scored/s (until drained): %.0f  (%d events in %.1f s)' % (($after-$before)/($end-$start), $after-$before, $end-$start))"
+  latency
+}
+run track_batch "batches of $BATCH to /t/events, $CONNECTIONS connections, $DURATION" "$BATCH"
+run pixel "single pixels, $CONNECTIONS connections, $DURATION" 1

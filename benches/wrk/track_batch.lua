@@ -1,0 +1,18 @@
+-- POST /t/events with batches of BATCH events spread over the seeded leads.
+local ids = {}
+local batch = tonumber(os.getenv("BATCH") or "100")
+local types = { "page_view", "email_open", "email_click", "pricing_view", "calculator_use" }
+function init(args)
+  for line in io.lines(os.getenv("LEAD_IDS")) do ids[#ids + 1] = line end
+  math.randomseed(os.time() + math.random(100000))
+end
+function request()
+  local parts = {}
+  for i = 1, batch do
+    parts[i] = string.format('{"type":"%s","lead_id":"%s"}', types[math.random(#types)], ids[math.random(#ids)])
+  end
+  return wrk.format("POST", "/t/events", {
+    ["Content-Type"] = "application/json",
+    ["X-Write-Key"] = os.getenv("WRITE_KEY"),
+  }, '{"events":[' .. table.concat(parts, ",") .. ']}')
+end
