@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::RwLock,
     time::{Duration, Instant},
 };
 
@@ -28,20 +28,20 @@ struct Standing {
 
 #[derive(Default)]
 pub struct Sessions {
-    cache: Mutex<HashMap<Uuid, (Instant, Standing)>>,
+    cache: RwLock<HashMap<Uuid, (Instant, Standing)>>,
 }
 
 impl Sessions {
     /// Forgets what is cached for `user` (after changing their role, status or password).
     pub fn forget(&self, user: Uuid) {
         self.cache
-            .lock()
+            .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&user);
     }
 
     fn cached(&self, user: Uuid) -> Option<Standing> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         cache
             .get(&user)
             .filter(|(at, _)| at.elapsed() < TTL)
@@ -60,7 +60,7 @@ impl Sessions {
             None => {
                 let mut conn = db.acquire().await?;
                 let standing = load(&mut conn, actor.id).await?;
-                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
                 if cache.len() >= CAPACITY {
                     cache.clear();
                 }

@@ -34,13 +34,21 @@ impl LeadCounts {
         self.generation.load(Ordering::Relaxed)
     }
 
+    /// A fresh total for `key`, if there is one. When the total has only aged out (no write since),
+    /// the first caller to notice gets `None` and recounts, while the entry is re-stamped so that
+    /// concurrent callers keep using the old total meanwhile instead of all counting at once.
     pub fn get(&self, key: &str) -> Option<i64> {
         let generation = self.generation.load(Ordering::Relaxed);
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(key)
-            .filter(|(at, seen, _)| *seen == generation && at.elapsed() < TTL)
-            .map(|(_, _, total)| *total)
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, seen, total) = entries.get_mut(key)?;
+        if *seen != generation {
+            return None;
+        }
+        if at.elapsed() < TTL {
+            return Some(*total);
+        }
+        *at = Instant::now();
+        None
     }
 
     pub fn put(&self, key: String, generation: u64, total: i64) {
