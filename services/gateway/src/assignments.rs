@@ -16,7 +16,7 @@ use crate::{
     extract::{ApiJson, ApiPath, ApiQuery, Auth, Meta},
     leads::{fetch_visible, model::Lead},
     openapi::ProblemDoc,
-    pagination::{Counted, Page, PageParams},
+    pagination::{Page, PageParams, PageQuery, fetch_page},
     policy::{Actor, Permission, Role, allows, require},
     state::AppState,
     users::field,
@@ -182,7 +182,6 @@ async fn list_assignments(
     Auth(actor): Auth,
     ApiQuery(filter): ApiQuery<AssignmentFilter>,
 ) -> ApiResult<Json<Page<Assignment>>> {
-    let (limit, offset) = filter.paging().limit_offset()?;
     if let Some(status) = filter.status.as_deref()
         && !["active", "transferred", "completed"].contains(&status)
     {
@@ -191,31 +190,25 @@ async fn list_assignments(
         ));
     }
     let only_mine = (!allows(actor.role, Permission::AssignLeads)).then_some(actor.id);
-    const FILTER: &str =
-        "($1::text is null or status = $1) and ($2::uuid is null or assignee_id = $2)
-        and ($3::uuid is null or lead_id = $3) and ($4::uuid is null or assignee_id = $4)";
     let mut conn = state.conn().await?;
-    let rows: Vec<Counted<Assignment>> = sqlx::query_as(sql!(
-        "select count(*) over () as total, {COLUMNS} from assignments where {FILTER} order by created_at desc, id limit $5 offset $6"
-    ))
-    .bind(&filter.status)
-    .bind(filter.assignee_id)
-    .bind(filter.lead_id)
-    .bind(only_mine)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    let page = Page::from_counted(rows, &filter.paging(), || async {
-        Ok(
-            sqlx::query_scalar(sql!("select count(*) from assignments where {FILTER}"))
-                .bind(&filter.status)
-                .bind(filter.assignee_id)
-                .bind(filter.lead_id)
-                .bind(only_mine)
-                .fetch_one(&mut *conn)
-                .await?,
-        )
+    let query = PageQuery {
+        columns: COLUMNS,
+        from: "assignments",
+        order: "created_at desc, id",
+    };
+    let page = fetch_page(&mut conn, query, &filter.paging(), |qb| {
+        if let Some(status) = &filter.status {
+            qb.push(" and status = ").push_bind(status.clone());
+        }
+        if let Some(assignee) = filter.assignee_id {
+            qb.push(" and assignee_id = ").push_bind(assignee);
+        }
+        if let Some(lead) = filter.lead_id {
+            qb.push(" and lead_id = ").push_bind(lead);
+        }
+        if let Some(me) = only_mine {
+            qb.push(" and assignee_id = ").push_bind(me);
+        }
     })
     .await?;
     Ok(Json(page))

@@ -12,7 +12,7 @@ use crate::{
     error::ApiResult,
     extract::{ApiQuery, Auth},
     openapi::ProblemDoc,
-    pagination::{Counted, Page, PageParams},
+    pagination::{Page, PageParams, PageQuery, fetch_page},
     policy::{Permission, require},
     state::AppState,
 };
@@ -72,30 +72,23 @@ async fn list_audit(
     ApiQuery(filter): ApiQuery<AuditFilter>,
 ) -> ApiResult<Json<Page<AuditRecord>>> {
     require(&actor, Permission::ReadAudit)?;
-    let (limit, offset) = filter.paging().limit_offset()?;
-    const FILTER: &str = "($1::text is null or action = $1) and ($2::uuid is null or actor_id = $2) and ($3::uuid is null or entity_id = $3)";
     let mut conn = state.conn().await?;
-    let rows: Vec<Counted<AuditRecord>> = sqlx::query_as(sql!(
-        "select count(*) over () as total, id, actor_id, actor_email, action, entity_type, entity_id, success,
-                request_id, host(ip) as ip, user_agent, details, created_at
-         from audit_log where {FILTER} order by created_at desc, id limit $4 offset $5"
-    ))
-    .bind(&filter.action)
-    .bind(filter.actor_id)
-    .bind(filter.entity_id)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    let page = Page::from_counted(rows, &filter.paging(), || async {
-        Ok(
-            sqlx::query_scalar(sql!("select count(*) from audit_log where {FILTER}"))
-                .bind(&filter.action)
-                .bind(filter.actor_id)
-                .bind(filter.entity_id)
-                .fetch_one(&mut *conn)
-                .await?,
-        )
+    let query = PageQuery {
+        columns: "id, actor_id, actor_email, action, entity_type, entity_id, success, request_id, host(ip) as ip,
+                  user_agent, details, created_at",
+        from: "audit_log",
+        order: "created_at desc, id",
+    };
+    let page = fetch_page(&mut conn, query, &filter.paging(), |qb| {
+        if let Some(action) = &filter.action {
+            qb.push(" and action = ").push_bind(action.clone());
+        }
+        if let Some(actor) = filter.actor_id {
+            qb.push(" and actor_id = ").push_bind(actor);
+        }
+        if let Some(entity) = filter.entity_id {
+            qb.push(" and entity_id = ").push_bind(entity);
+        }
     })
     .await?;
     Ok(Json(page))

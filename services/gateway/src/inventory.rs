@@ -15,7 +15,7 @@ use crate::{
     extract::{ApiJson, ApiPath, ApiQuery, Auth, Meta},
     leads::model::Checks,
     openapi::ProblemDoc,
-    pagination::{Counted, Page, PageParams},
+    pagination::{Page, PageParams, PageQuery, fetch_page},
     policy::{Permission, require},
     state::AppState,
     users::field,
@@ -77,27 +77,22 @@ async fn list_items(
     Auth(_actor): Auth,
     ApiQuery(filter): ApiQuery<ItemFilter>,
 ) -> ApiResult<Json<Page<Item>>> {
-    let (limit, offset) = filter.paging().limit_offset()?;
-    const FILTER: &str =
-        "active and ($1::text is null or lower(category) = lower($1)) and (not $2 or quantity > 0)";
     let mut conn = state.conn().await?;
-    let rows: Vec<Counted<Item>> = sqlx::query_as(sql!(
-        "select count(*) over () as total, {COLUMNS} from inventory_items where {FILTER} order by name, id limit $3 offset $4"
-    ))
-    .bind(&filter.category)
-    .bind(filter.in_stock)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    let page = Page::from_counted(rows, &filter.paging(), || async {
-        Ok(
-            sqlx::query_scalar(sql!("select count(*) from inventory_items where {FILTER}"))
-                .bind(&filter.category)
-                .bind(filter.in_stock)
-                .fetch_one(&mut *conn)
-                .await?,
-        )
+    let query = PageQuery {
+        columns: COLUMNS,
+        from: "inventory_items",
+        order: "name, id",
+    };
+    let page = fetch_page(&mut conn, query, &filter.paging(), |qb| {
+        qb.push(" and active");
+        if let Some(category) = &filter.category {
+            qb.push(" and lower(category) = lower(")
+                .push_bind(category.clone())
+                .push(")");
+        }
+        if filter.in_stock {
+            qb.push(" and quantity > 0");
+        }
     })
     .await?;
     Ok(Json(page))

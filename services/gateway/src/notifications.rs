@@ -12,7 +12,7 @@ use crate::{
     error::{ApiError, ApiResult},
     extract::{ApiPath, ApiQuery, Auth},
     openapi::ProblemDoc,
-    pagination::{Counted, Page, PageParams},
+    pagination::{Page, PageParams, PageQuery, fetch_page},
     state::AppState,
 };
 
@@ -70,26 +70,17 @@ async fn list_notifications(
     Auth(actor): Auth,
     ApiQuery(filter): ApiQuery<NotificationFilter>,
 ) -> ApiResult<Json<Page<Notification>>> {
-    let (limit, offset) = filter.paging().limit_offset()?;
     let mut conn = state.conn().await?;
-    const FILTER: &str = "user_id = $1 and (not $2 or read_at is null)";
-    let rows: Vec<Counted<Notification>> = sqlx::query_as(sql!(
-        "select count(*) over () as total, {COLUMNS} from notifications where {FILTER} order by seq desc limit $3 offset $4"
-    ))
-    .bind(actor.id)
-    .bind(filter.unread)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    let page = Page::from_counted(rows, &filter.paging(), || async {
-        Ok(
-            sqlx::query_scalar(sql!("select count(*) from notifications where {FILTER}"))
-                .bind(actor.id)
-                .bind(filter.unread)
-                .fetch_one(&mut *conn)
-                .await?,
-        )
+    let query = PageQuery {
+        columns: COLUMNS,
+        from: "notifications",
+        order: "seq desc",
+    };
+    let page = fetch_page(&mut conn, query, &filter.paging(), |qb| {
+        qb.push(" and user_id = ").push_bind(actor.id);
+        if filter.unread {
+            qb.push(" and read_at is null");
+        }
     })
     .await?;
     Ok(Json(page))

@@ -84,3 +84,43 @@ impl<T> Page<T> {
         })
     }
 }
+
+/// One page of `select {columns} from {from} where <filter> order by {order}`, with the filter's
+/// total: from the page's own rows (`count(*) over ()`), or counted apart when the page is past
+/// the end. `filter` pushes ` and ...` conditions; it runs once per query it builds.
+pub async fn fetch_page<T>(
+    conn: &mut sqlx::PgConnection,
+    query: PageQuery<'_>,
+    paging: &PageParams,
+    filter: impl Fn(&mut sqlx::QueryBuilder<sqlx::Postgres>),
+) -> Result<Page<T>, ApiError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let (limit, offset) = paging.limit_offset()?;
+    let mut qb = sqlx::QueryBuilder::new(format!(
+        "select count(*) over () as total, {} from {} where true",
+        query.columns, query.from
+    ));
+    filter(&mut qb);
+    // Validated integers and constant SQL pieces only.
+    qb.push(format!(
+        " order by {} limit {limit} offset {offset}",
+        query.order
+    ));
+    let rows: Vec<Counted<T>> = qb.build_query_as().fetch_all(&mut *conn).await?;
+    Page::from_counted(rows, paging, || async {
+        let mut count =
+            sqlx::QueryBuilder::new(format!("select count(*) from {} where true", query.from));
+        filter(&mut count);
+        Ok(count.build_query_scalar().fetch_one(&mut *conn).await?)
+    })
+    .await
+}
+
+/// The constant parts of a paged list query.
+pub struct PageQuery<'a> {
+    pub columns: &'a str,
+    pub from: &'a str,
+    pub order: &'a str,
+}

@@ -17,7 +17,7 @@ use crate::{
     auth::password,
     error::{ApiError, ApiResult, violated_constraint},
     extract::{ApiJson, ApiPath, ApiQuery, Auth, Meta},
-    pagination::{Counted, Page, PageParams},
+    pagination::{Page, PageParams, PageQuery, fetch_page},
     policy::{Permission, Role, may_manage_user, require},
     state::AppState,
 };
@@ -95,27 +95,19 @@ async fn list_users(
     ApiQuery(filter): ApiQuery<UserFilter>,
 ) -> ApiResult<Json<Page<User>>> {
     require(&actor, Permission::ListUsers)?;
-    let (limit, offset) = filter.paging().limit_offset()?;
     let mut conn = state.conn().await?;
-    const FILTER: &str = "($1::text is null or role = $1) and ($2::bool is null or active = $2)";
-    let role = filter.role.map(Role::as_str);
-    let rows: Vec<Counted<User>> = sqlx::query_as(sql!(
-        "select count(*) over () as total, {COLUMNS} from users where {FILTER}
-         order by created_at, id limit $3 offset $4"
-    ))
-    .bind(role)
-    .bind(filter.active)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    let page = Page::from_counted(rows, &filter.paging(), || async {
-        let total = sqlx::query_scalar(sql!("select count(*) from users where {FILTER}"))
-            .bind(role)
-            .bind(filter.active)
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok(total)
+    let query = PageQuery {
+        columns: COLUMNS,
+        from: "users",
+        order: "created_at, id",
+    };
+    let page = fetch_page(&mut conn, query, &filter.paging(), |qb| {
+        if let Some(role) = filter.role {
+            qb.push(" and role = ").push_bind(role.as_str());
+        }
+        if let Some(active) = filter.active {
+            qb.push(" and active = ").push_bind(active);
+        }
     })
     .await?;
     Ok(Json(page))

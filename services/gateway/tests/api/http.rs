@@ -143,6 +143,22 @@ async fn notifications_are_listed_and_marked_read_for_their_owner_only() {
         .await;
     assert_eq!(page["total"], 2);
     assert_eq!(page["items"][0]["kind"], "hot_lead", "newest first");
+    let (_, past) = app
+        .call(
+            "GET",
+            "/api/notifications?unread=true&per_page=1&page=3",
+            Some(&rep.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            past["items"].as_array().expect("items").len(),
+            past["total"].clone()
+        ),
+        (0, json!(2)),
+        "a page past the end still counts"
+    );
     let first = page["items"][0]["id"].as_str().expect("id").to_owned();
     let (status, _) = app
         .call(
