@@ -8,7 +8,8 @@ use secrecy::{ExposeSecret, SecretString};
 #[command(
     name = "gateway",
     version,
-    about = "leadflow gateway: REST API, auth and tracking"
+    about = "leadflow gateway: REST API, auth and tracking",
+    args_override_self = true
 )]
 pub struct GatewayConfig {
     #[command(flatten)]

@@ -352,3 +352,53 @@ async fn notes_belong_to_their_author_and_the_leads_reader() {
     assert_eq!(status, 204);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_that_runs_too_long_is_answered_503() {
+    let app = TestApp::spawn_degraded(&["--request-timeout", "5ms"]).await;
+    // Signing in hashes with argon2, which takes far longer than 5 ms.
+    let (status, problem) = app
+        .call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "x@example.com", "password": "long-enough-password"})),
+        )
+        .await;
+    assert_eq!(status, 503, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("took longer"),
+        "{problem}"
+    );
+    app.stop_degraded().await;
+}
+
+#[tokio::test]
+async fn each_user_has_an_api_rate_limit() {
+    let app = TestApp::spawn_with(&["--api-rate-per-token", "3/1m"]).await;
+    let rep = app.user("sales_rep").await;
+    for _ in 0..3 {
+        let (status, _) = app
+            .call("GET", "/api/auth/me", Some(&rep.token), None)
+            .await;
+        assert_eq!(status, 200);
+    }
+    let response = app
+        .client
+        .get(app.url("/api/auth/me"))
+        .bearer_auth(&rep.token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+    let other = app.user("sales_rep").await;
+    let (status, _) = app
+        .call("GET", "/api/auth/me", Some(&other.token), None)
+        .await;
+    assert_eq!(status, 200, "the limit is per user");
+    app.stop().await;
+}
