@@ -58,6 +58,31 @@ pub fn field(name: &str, detail: impl Into<String>) -> FieldError {
     }
 }
 
+/// The rules every new account follows (registration and users created by admins and managers):
+/// the normalised e-mail and name, or every field that breaks them.
+pub fn check_account(
+    email: &str,
+    name: &str,
+    password: &str,
+) -> Result<(String, String), ApiError> {
+    let mut errors = Vec::new();
+    let email = normalize_email(email);
+    if email.is_none() {
+        errors.push(field("email", "must be an e-mail address"));
+    }
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        errors.push(field("name", "must be 1 to 200 characters"));
+    }
+    if let Err(e) = password::validate(password) {
+        errors.push(field("password", e.to_string()));
+    }
+    match email {
+        Some(email) if errors.is_empty() => Ok((email, name)),
+        _ => Err(ApiError::Validation(errors)),
+    }
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_users, create_user))
@@ -140,21 +165,7 @@ async fn create_user(
             role.as_str()
         )));
     }
-    let mut errors = Vec::new();
-    let email = normalize_email(&body.email);
-    if email.is_none() {
-        errors.push(field("email", "must be an e-mail address"));
-    }
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 200 {
-        errors.push(field("name", "must be 1 to 200 characters"));
-    }
-    if let Err(e) = password::validate(&body.password) {
-        errors.push(field("password", e.to_string()));
-    }
-    let Some(email) = email.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::Validation(errors));
-    };
+    let (email, name) = check_account(&body.email, &body.name, &body.password)?;
     let hash = password::hash_bounded(&state, SecretString::from(body.password)).await?;
     let mut tx = state.begin().await?;
     let user: User = sqlx::query_as(sql!(

@@ -9,6 +9,7 @@ use futures::StreamExt as _;
 use leadflow_events::{Envelope, subjects};
 use leadflow_platform::{Platform, bus::ConsumerSpec};
 use prometheus::{Histogram, HistogramOpts};
+use tracing::Instrument as _;
 
 use crate::processor::Processor;
 
@@ -104,7 +105,12 @@ impl Worker {
         if good.is_empty() {
             return;
         }
-        match self.processor.process(&events).await {
+        // One span per batch, continuing the trace of the batch's first traced event, so a
+        // beacon's trace runs from the gateway through its scoring.
+        let span = tracing::info_span!("scorer.batch", consumer, events = events.len());
+        let traceparent = events.iter().find_map(|e| e.traceparent.as_deref());
+        leadflow_platform::telemetry::continue_trace(&span, traceparent);
+        match self.processor.process(&events).instrument(span).await {
             Ok(outcome) => {
                 let now = time::OffsetDateTime::now_utc();
                 for at in &outcome.scored_event_times {

@@ -13,7 +13,7 @@ use async_nats::{
     },
 };
 use bytes::Bytes;
-use leadflow_events::{Envelope, Namespace, Stream};
+use leadflow_events::{Namespace, Stream};
 use serde::Serialize;
 
 use crate::config::{NatsConfig, redact_nats_url};
@@ -43,12 +43,6 @@ pub enum NatsState {
     Connected,
     Connecting,
     Disconnected,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("JetStream did not accept the publish: {0}")]
-    Send(#[from] async_nats::jetstream::context::PublishError),
 }
 
 pub struct Bus {
@@ -239,24 +233,10 @@ impl Bus {
         Ok(stats)
     }
 
-    /// Publishes an event to `subject` (logical; the namespace is added) and waits for JetStream's
-    /// acknowledgement: only then is the event safely stored. The envelope id is the
-    /// `Nats-Msg-Id`, so a retried publish inside the duplicate window is stored once.
-    pub async fn publish(
-        &self,
-        envelope: &Envelope,
-    ) -> Result<jetstream::publish::PublishAck, PublishError> {
-        let ack = self
-            .send(
-                &envelope.kind,
-                envelope.id.to_string(),
-                Bytes::from(envelope.to_json()),
-            )
-            .await?;
-        Ok(ack.await?)
-    }
-
-    /// Sends without waiting for the acknowledgement, so a batch can be sent and then awaited.
+    /// Sends to `logical_subject` (the namespace is added) with `message_id` as `Nats-Msg-Id`, so a
+    /// re-send inside the duplicate window is stored once. Await the returned future for
+    /// JetStream's acknowledgement: only then is the message stored. Sending a batch first and then
+    /// awaiting all acks costs one round trip, not one per message.
     pub async fn send(
         &self,
         logical_subject: &str,

@@ -15,7 +15,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    admin::normalize_email,
     audit::{self, Entry},
     config::Registration,
     error::{ApiError, ApiResult, violated_constraint},
@@ -87,21 +86,7 @@ async fn register(
         ));
     }
     state.limits.login_per_ip.check(&meta.ip)?;
-    let mut errors = Vec::new();
-    let email = normalize_email(&body.email);
-    if email.is_none() {
-        errors.push(users::field("email", "must be an e-mail address"));
-    }
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 200 {
-        errors.push(users::field("name", "must be 1 to 200 characters"));
-    }
-    if let Err(e) = password::validate(&body.password) {
-        errors.push(users::field("password", e.to_string()));
-    }
-    let Some(email) = email.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::Validation(errors));
-    };
+    let (email, name) = users::check_account(&body.email, &body.name, &body.password)?;
     let hash = password::hash_bounded(&state, SecretString::from(body.password)).await?;
 
     let mut tx = state.begin().await?;
