@@ -33,6 +33,7 @@ trap cleanup EXIT
 psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
 target/release/leadflow migrate >/dev/null
 psql "$DATABASE_URL" -qc "insert into leads (first_name, email) select 'Lead', 'l' || i || '@example.com' from generate_series(1, $LEADS) i"
+psql "$DATABASE_URL" -qc "analyze leads"
 psql "$DATABASE_URL" -tAc "select id from leads" > "$work/ids"
 target/release/leadflow admin create --email bench@example.com --password bench-password-123 >/dev/null
 # Health (and so the drain check below) refreshes consumer lag every 500 ms.

@@ -58,6 +58,8 @@ impl Processor {
         let mut tx = self.pool.begin().await?;
         let mut outcome = Outcome::default();
         let mut touched: BTreeMap<Uuid, Option<Uuid>> = BTreeMap::new(); // lead -> trigger event
+        // Every lead's new signal units, folded together once below, in lead order.
+        let mut per_lead: BTreeMap<Uuid, Vec<Unit>> = BTreeMap::new();
 
         // Anonymous visitors already tied to a lead count for it.
         let anonymous: Vec<String> = events
@@ -84,13 +86,13 @@ impl Processor {
                 })
             })
             .collect();
-        let existing: BTreeSet<Uuid> =
-            sqlx::query_scalar("select id from leads where id = any($1) and deleted_at is null")
-                .bind(&referenced)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
+        let existing: BTreeSet<Uuid> = sqlx::query_as::<_, (Uuid, bool)>(PRIMARY_KEY_LOOKUP)
+            .bind(&referenced)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .filter_map(|(id, live)| live.then_some(id))
+            .collect();
 
         // Identity stitching first, so the rest of the batch already counts for the lead.
         let mut identities = identities;
@@ -101,7 +103,8 @@ impl Processor {
             if !existing.contains(&lead) {
                 continue;
             }
-            if stitch(&mut tx, lead, anonymous, &self.config).await? {
+            if let Some(units) = stitch(&mut tx, lead, anonymous).await? {
+                per_lead.entry(lead).or_default().extend(units);
                 touched.insert(lead, Some(event.id));
             }
             identities.insert(anonymous.clone(), lead);
@@ -151,13 +154,11 @@ impl Processor {
                         .unwrap_or_default();
                     let units = model::urgency_words(text);
                     if units > 0 && self.claim(&mut tx, event.id).await? {
-                        fold(
-                            &mut tx,
-                            lead,
-                            &[(Signal::Urgency, event.time, units)],
-                            &self.config,
-                        )
-                        .await?;
+                        per_lead.entry(lead).or_default().push((
+                            Signal::Urgency,
+                            event.time,
+                            units,
+                        ));
                         touched.insert(lead, Some(event.id));
                     }
                 }
@@ -172,8 +173,6 @@ impl Processor {
 
         let stored = insert_events(&mut tx, &engagement).await?;
         outcome.stored = stored.len();
-        // Fold per lead, in lead order, so concurrent batches lock rows in the same order.
-        let mut per_lead: BTreeMap<Uuid, Vec<(Signal, OffsetDateTime, usize)>> = BTreeMap::new();
         for event in engagement.iter().filter(|e| stored.contains(&e.id)) {
             let (Some(lead), None) = (event.lead_id, &event.suppressed) else {
                 continue;
@@ -187,9 +186,10 @@ impl Processor {
             entry.extend(units.into_iter().map(|(s, n)| (s, event.occurred_at, n)));
             touched.insert(lead, Some(event.id));
         }
-        fold_many(&mut tx, &per_lead, &self.config).await?;
+        let activity = fold_many(&mut tx, &per_lead, &self.config).await?;
         let targets: Vec<(Uuid, Option<Uuid>)> = touched.into_iter().collect();
-        outcome.rescored = rescore_many(&mut tx, &targets, &self.config).await?;
+        outcome.rescored =
+            rescore_many(&mut tx, &targets, &activity, Record::OnChange, &self.config).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -205,17 +205,24 @@ impl Processor {
     }
 }
 
+/// Deleted leads are filtered by the caller, not in SQL: with `deleted_at is null` in the query the
+/// planner may pick one of the partial score indexes and scan all of it, which it did at 70 ms a
+/// batch while statistics lagged behind a bulk load.
+const PRIMARY_KEY_LOOKUP: &str = "select id, deleted_at is null from leads where id = any($1)";
+
 /// The event type an identify call publishes: it ties `anonymous_id` to `lead_id`.
 pub const IDENTIFY: &str = "engagement.identify";
 
-/// Ties a visitor to a lead and moves their earlier events onto it, folding in what they signal.
-/// Idempotent: events already moved are not moved (or counted) again. Returns whether it moved any.
+/// One signal seen `n` times at a moment.
+type Unit = (Signal, OffsetDateTime, usize);
+
+/// Ties a visitor to a lead and moves their earlier events onto it. Idempotent: events already
+/// moved are not moved (or counted) again. Returns what the moved events signal, if any moved.
 async fn stitch(
     conn: &mut PgConnection,
     lead: Uuid,
     anonymous: &str,
-    config: &Config,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<Option<Vec<Unit>>> {
     sqlx::query("insert into anonymous_identities (anonymous_id, lead_id) values ($1, $2) on conflict (anonymous_id) do nothing")
         .bind(anonymous)
         .bind(lead)
@@ -230,7 +237,10 @@ async fn stitch(
     .bind(anonymous)
     .fetch_all(&mut *conn)
     .await?;
-    let units: Vec<(Signal, OffsetDateTime, usize)> = moved
+    if moved.is_empty() {
+        return Ok(None);
+    }
+    let units: Vec<Unit> = moved
         .iter()
         .filter(|(_, _, _, suppressed)| suppressed.is_none())
         .flat_map(|(kind, properties, at, _)| {
@@ -239,10 +249,7 @@ async fn stitch(
                 .map(move |(s, n)| (s, *at, n))
         })
         .collect();
-    if !units.is_empty() {
-        fold(conn, lead, &units, config).await?;
-    }
-    Ok(!moved.is_empty())
+    Ok(Some(units))
 }
 
 /// Which signals an engagement event carries: its type, plus urgency words in free text.
@@ -308,29 +315,19 @@ async fn insert_events(
     Ok(stored.into_iter().collect())
 }
 
-/// Folds one lead's events into its running signals.
-async fn fold(
-    conn: &mut PgConnection,
-    lead: Uuid,
-    units: &[(Signal, OffsetDateTime, usize)],
-    config: &Config,
-) -> sqlx::Result<()> {
-    let one = BTreeMap::from([(lead, units.to_vec())]);
-    fold_many(conn, &one, config).await
-}
-
-/// Folds each lead's events into its running signals with three statements for the whole batch:
-/// read (row-locked, in lead order so concurrent batches cannot deadlock), upsert, touch activity.
+/// Folds each lead's events into its running signals with one upsert for the whole batch, after
+/// locking the leads' rows in id order (the signal rows may not exist yet), so concurrent batches
+/// cannot deadlock. Returns each lead's newest activity, for [`rescore_many`] to record.
 async fn fold_many(
     conn: &mut PgConnection,
-    per_lead: &BTreeMap<Uuid, Vec<(Signal, OffsetDateTime, usize)>>,
+    per_lead: &BTreeMap<Uuid, Vec<Unit>>,
     config: &Config,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<HashMap<Uuid, OffsetDateTime>> {
+    let mut latest = HashMap::new();
     if per_lead.is_empty() {
-        return Ok(());
+        return Ok(latest);
     }
     let leads: Vec<Uuid> = per_lead.keys().copied().collect();
-    // Lock the leads' rows first, in order: the signal rows may not exist yet.
     sqlx::query("select id from leads where id = any($1) order by id for update")
         .bind(&leads)
         .execute(&mut *conn)
@@ -338,10 +335,9 @@ async fn fold_many(
     let mut running = load_signals(conn, &leads).await?;
     let (mut ids, mut signals, mut values, mut as_ofs, mut counts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut latest: Vec<(Uuid, OffsetDateTime)> = Vec::new();
     for (lead, units) in per_lead {
         let current = running.entry(*lead).or_default();
-        let mut newest = None;
+        let mut changed = BTreeSet::new();
         for (signal, at, n) in units {
             for _ in 0..*n {
                 let next = match current.get(signal) {
@@ -350,17 +346,18 @@ async fn fold_many(
                 };
                 current.insert(*signal, next);
             }
-            newest = newest.max(Some(*at));
+            changed.insert(*signal);
+            latest
+                .entry(*lead)
+                .and_modify(|t: &mut OffsetDateTime| *t = (*t).max(*at))
+                .or_insert(*at);
         }
-        for (signal, r) in current.iter() {
+        for (signal, r) in current.iter().filter(|(s, _)| changed.contains(*s)) {
             ids.push(*lead);
             signals.push(signal.as_str());
             values.push(r.value);
             as_ofs.push(r.as_of);
             counts.push(r.count);
-        }
-        if let Some(at) = newest {
-            latest.push((*lead, at));
         }
     }
     sqlx::query(
@@ -375,16 +372,7 @@ async fn fold_many(
     .bind(&counts)
     .execute(&mut *conn)
     .await?;
-    let (touched, times): (Vec<Uuid>, Vec<OffsetDateTime>) = latest.into_iter().unzip();
-    sqlx::query(
-        "update leads l set last_activity_at = greatest(l.last_activity_at, t.at)
-         from unnest($1::uuid[], $2::timestamptz[]) as t(id, at) where l.id = t.id",
-    )
-    .bind(&touched)
-    .bind(&times)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Ok(latest)
 }
 
 async fn load_signals(
@@ -392,7 +380,10 @@ async fn load_signals(
     leads: &[Uuid],
 ) -> sqlx::Result<HashMap<Uuid, BTreeMap<Signal, Running>>> {
     let rows: Vec<(Uuid, String, f64, OffsetDateTime, i64)> = sqlx::query_as(
-        "select lead_id, signal, value, as_of, count from lead_signals where lead_id = any($1)",
+        // `in (select unnest ...)` rather than `= any($1)`: with stale statistics the planner
+        // chose a sequential scan comparing every row with every id, 30 ms a batch.
+        "select lead_id, signal, value, as_of, count from lead_signals
+         where lead_id in (select unnest($1::uuid[]))",
     )
     .bind(leads)
     .fetch_all(&mut *conn)
@@ -427,6 +418,8 @@ struct LeadFacts {
     owner_id: Option<Uuid>,
     score: Option<i32>,
     tier: Option<String>,
+    confidence: Option<String>,
+    live: bool,
 }
 
 /// Prices of in-stock items whose name or category the interest mentions.
@@ -446,6 +439,17 @@ fn matching_prices(interest: Option<&str>, inventory: &[(String, String, f64)]) 
         .collect()
 }
 
+/// When a re-score leaves a history row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// Asked for (a re-score request, `rescore --all` after a model change): always.
+    Always,
+    /// Driven by events: only when the total, tier or confidence moved. Most events for a lead
+    /// whose signals are at their caps change nothing a rep can see, and writing history, insights
+    /// and a `scores.updated` event for each of them was most of the scorer's work.
+    OnChange,
+}
+
 /// Scores `lead` now and records it (see [`rescore_many`]).
 pub async fn rescore(
     conn: &mut PgConnection,
@@ -453,7 +457,14 @@ pub async fn rescore(
     trigger: Option<Uuid>,
     config: &Config,
 ) -> sqlx::Result<Score> {
-    let mut scored = rescore_many(conn, &[(lead, trigger)], config).await?;
+    let mut scored = rescore_many(
+        conn,
+        &[(lead, trigger)],
+        &HashMap::new(),
+        Record::Always,
+        config,
+    )
+    .await?;
     Ok(scored
         .pop()
         .map(|(_, score)| score)
@@ -461,24 +472,28 @@ pub async fn rescore(
 }
 
 /// Scores the leads now and records, with a handful of statements for the whole set: history rows
-/// (once per trigger event), insights, each lead's current score, and `scores.updated` events.
+/// (once per trigger event, as `record` says), insights, and `scores.updated` events, then one
+/// update of each lead with its current score and its newest `activity`.
 pub async fn rescore_many(
     conn: &mut PgConnection,
     targets: &[(Uuid, Option<Uuid>)],
+    activity: &HashMap<Uuid, OffsetDateTime>,
+    record: Record,
     config: &Config,
 ) -> sqlx::Result<Vec<(Uuid, Score)>> {
     if targets.is_empty() {
         return Ok(Vec::new());
     }
     let leads: Vec<Uuid> = targets.iter().map(|(lead, _)| *lead).collect();
-    let facts: Vec<LeadFacts> = sqlx::query_as(
+    let mut facts: Vec<LeadFacts> = sqlx::query_as(
         "select id, email, phone, company, budget::float8 as budget, interest, timeline, repeat_customer, last_activity_at,
-                owner_id, score::int4 as score, tier
-         from leads where id = any($1) and deleted_at is null",
+                owner_id, score::int4 as score, tier, confidence, deleted_at is null as live
+         from leads where id = any($1)", // deleted ones filtered here: see PRIMARY_KEY_LOOKUP
     )
     .bind(&leads)
     .fetch_all(&mut *conn)
     .await?;
+    facts.retain(|f| f.live);
     let mut signals = load_signals(conn, &leads).await?;
     let inventory: Vec<(String, String, f64)> = sqlx::query_as(
         "select lower(name), lower(category), price::float8 from inventory_items where active and quantity > 0",
@@ -489,7 +504,8 @@ pub async fn rescore_many(
     let now = OffsetDateTime::now_utc();
 
     let mut scored: Vec<(LeadFacts, Option<Uuid>, Score)> = Vec::with_capacity(facts.len());
-    for fact in facts {
+    for mut fact in facts {
+        fact.last_activity_at = fact.last_activity_at.max(activity.get(&fact.id).copied());
         let inputs = Inputs {
             signals: signals.remove(&fact.id).unwrap_or_default(),
             last_activity_at: fact.last_activity_at,
@@ -506,6 +522,10 @@ pub async fn rescore_many(
         let trigger = triggers.get(&fact.id).copied().flatten();
         scored.push((fact, trigger, score));
     }
+    let (changed, unchanged): (Vec<_>, Vec<_>) = scored
+        .into_iter()
+        .partition(|(fact, _, score)| record == Record::Always || moved(fact, score));
+    let scored = changed;
 
     let ids: Vec<Uuid> = scored.iter().map(|_| Uuid::now_v7()).collect();
     let lead_ids: Vec<Uuid> = scored.iter().map(|(f, _, _)| f.id).collect();
@@ -583,10 +603,10 @@ pub async fn rescore_many(
             i_weight.push(insight.score as f32);
         }
         u_lead.push(fact.id);
-        u_total.push(score.total as i16);
-        u_tier.push(score.tier.as_str());
-        u_conf.push(score.confidence.as_str());
-        u_conf_value.push(score.confidence_value as f32);
+        u_total.push(Some(score.total as i16));
+        u_tier.push(Some(score.tier.as_str()));
+        u_conf.push(Some(score.confidence.as_str()));
+        u_conf_value.push(Some(score.confidence_value as f32));
         let event = Envelope::new(subjects::SCORES_UPDATED, "scorer")
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?
             .with_lead(fact.id)
@@ -613,11 +633,30 @@ pub async fn rescore_many(
     .bind(&i_weight)
     .execute(&mut *conn)
     .await?;
+    // Leads whose score stands still still get their newest activity. Those updates leave every
+    // indexed column as it was, so PostgreSQL can make them HOT updates (see the leads fillfactor).
+    let mut u_activity: Vec<Option<OffsetDateTime>> =
+        u_lead.iter().map(|id| activity.get(id).copied()).collect();
+    for (fact, _, _) in unchanged
+        .iter()
+        .filter(|(f, _, _)| activity.contains_key(&f.id))
+    {
+        u_lead.push(fact.id);
+        u_total.push(None);
+        u_tier.push(None);
+        u_conf.push(None);
+        u_conf_value.push(None);
+        u_activity.push(activity.get(&fact.id).copied());
+    }
     sqlx::query(
-        "update leads l set score = t.total, tier = t.tier, confidence = t.confidence,
-                            confidence_value = t.confidence_value, scored_at = now()
-         from unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::float4[])
-              as t(id, total, tier, confidence, confidence_value)
+        "update leads l set score = coalesce(t.total, l.score), tier = coalesce(t.tier, l.tier),
+                            confidence = coalesce(t.confidence, l.confidence),
+                            confidence_value = coalesce(t.confidence_value, l.confidence_value),
+                            scored_at = case when t.total is null then l.scored_at else now() end,
+                            last_activity_at = greatest(l.last_activity_at, t.activity)
+         from (select * from unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::float4[], $6::timestamptz[])
+                             as u(id, total, tier, confidence, confidence_value, activity)
+               order by id) as t
          where l.id = t.id",
     )
     .bind(&u_lead)
@@ -625,11 +664,20 @@ pub async fn rescore_many(
     .bind(&u_tier)
     .bind(&u_conf)
     .bind(&u_conf_value)
+    .bind(&u_activity)
     .execute(&mut *conn)
     .await?;
     outbox::enqueue_many(conn, &events).await?;
     Ok(scored
         .into_iter()
+        .chain(unchanged)
         .map(|(fact, _, score)| (fact.id, score))
         .collect())
+}
+
+/// Whether a new score differs from the lead's current one in anything a rep sees.
+fn moved(fact: &LeadFacts, score: &Score) -> bool {
+    fact.score != Some(score.total)
+        || fact.tier.as_deref() != Some(score.tier.as_str())
+        || fact.confidence.as_deref() != Some(score.confidence.as_str())
 }

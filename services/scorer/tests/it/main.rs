@@ -529,3 +529,48 @@ async fn rescoring_everything_resumes_an_interrupted_run() {
     );
     scorer.stop().await;
 }
+
+#[tokio::test]
+async fn events_that_change_nothing_a_rep_sees_leave_no_history_but_count_as_activity() {
+    let scorer = Scorer::start().await;
+    let lead = scorer.lead("truck", 30_000.0).await;
+    // Twelve page views reach the page-view cap and the most evidence confidence counts.
+    for _ in 0..12 {
+        let view = engagement("page_view", lead, json!({}));
+        scorer.publish(&view, &view.id.to_string()).await;
+    }
+    scorer.drained().await;
+    let (score, history, activity): (i16, i64, time::OffsetDateTime) = sqlx::query_as(
+        "select score, (select count(*) from lead_scores where lead_id = $1), last_activity_at
+         from leads where id = $1",
+    )
+    .bind(lead)
+    .fetch_one(&scorer.pool)
+    .await
+    .expect("lead");
+    assert!(history >= 1);
+
+    let view = engagement("page_view", lead, json!({}));
+    scorer.publish(&view, &view.id.to_string()).await;
+    scorer.drained().await;
+
+    let after: (i16, i64, time::OffsetDateTime) = sqlx::query_as(
+        "select score, (select count(*) from lead_scores where lead_id = $1), last_activity_at
+         from leads where id = $1",
+    )
+    .bind(lead)
+    .fetch_one(&scorer.pool)
+    .await
+    .expect("lead");
+    assert_eq!((after.0, after.1), (score, history), "no new history row");
+    assert!(after.2 > activity, "the view still counts as activity");
+    assert_eq!(
+        scorer
+            .count(&format!(
+                "select count(*) from lead_engagement_events where lead_id = '{lead}'"
+            ))
+            .await,
+        13
+    );
+    scorer.stop().await;
+}

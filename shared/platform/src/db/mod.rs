@@ -3,6 +3,7 @@
 mod breaker;
 mod diagnose;
 mod migrate;
+pub mod nodelay;
 
 use std::{
     future::Future,
@@ -102,11 +103,20 @@ impl Database {
         let connect_options = PgConnectOptions::from_str(cfg.database_url.expose())?
             .application_name(application_name)
             .options([("statement_timeout", statement_timeout.as_str())]);
+        let port = connect_options.get_port();
         let pool = PgPoolOptions::new()
             .max_connections(cfg.db_pool_max)
             .min_connections(cfg.db_pool_min.min(cfg.db_pool_max))
             .acquire_timeout(cfg.db_acquire_timeout)
             .idle_timeout(Duration::from_secs(300))
+            .after_connect(move |_conn, _meta| {
+                Box::pin(async move {
+                    if let Err(e) = nodelay::apply(port) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY on database connections");
+                    }
+                    Ok(())
+                })
+            })
             .connect_lazy_with(connect_options.clone());
         let service = application_name.to_owned();
         let breaker = CircuitBreaker::with_observer(breaker, move |state| {

@@ -322,3 +322,22 @@ async fn migrate_waits_for_a_database_that_is_still_starting() {
         .expect("task")
         .expect("migrated");
 }
+
+#[tokio::test]
+async fn pooled_connections_have_nagle_turned_off() {
+    // Through a proxy of our own, so the scan sees only this test's sockets to that port.
+    let test_db = TestDb::empty().await;
+    let proxy = TcpProxy::start(postgres_addr(), true).await;
+    let url = test_db
+        .url
+        .replace("127.0.0.1:5432", &proxy.addr().to_string());
+    assert!(url.contains(&proxy.addr().to_string()), "{url}");
+    let db = database(&url, &[]);
+    let conn = db.acquire().await.expect("connection");
+
+    // The pool's socket already has TCP_NODELAY; a plain socket to the same port does not.
+    let plain = std::net::TcpStream::connect(proxy.addr()).expect("plain socket");
+    assert_eq!(db::nodelay::apply(proxy.addr().port()).expect("scan"), 1);
+    drop((conn, plain));
+    db.close(Duration::from_secs(5)).await;
+}
