@@ -3,13 +3,16 @@
 # and scored by the scorer. Reports events accepted/s, events stored and scored/s (until the
 # scorer has drained) and the event-to-score latency from the scorer's Prometheus histogram.
 #
-#   benches/tracking-load.sh                  # batches of 100 over 10,000 leads, then pixels
-#   DURATION=30s CONNECTIONS=32 benches/tracking-load.sh
+#   benches/tracking-load.sh                  # batches of 100 over 10,000 leads, then pixels,
+#                                             # each flat out and then paced at RATE events/s
+#   DURATION=30s CONNECTIONS=32 RATE=5000 benches/tracking-load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-15s}
-CONNECTIONS=${CONNECTIONS:-16}
+export CONNECTIONS=${CONNECTIONS:-16}
+RATE_PACED=${RATE:-5000}
+unset RATE
 LEADS=${LEADS:-10000}
 export BATCH=${BATCH:-100}
 DB=leadflow_track_bench
@@ -55,25 +58,30 @@ h = json.load(sys.stdin)
 c = [x for x in h["consumers"] if x["name"].endswith("scorer_engagement")][0]
 print("yes" if c["pending"] == 0 and c["ack_pending"] == 0 else "no")'
 }
-latency() {
-  curl -sf "$S/metrics" | python3 -c '
+histogram() { curl -sf "$S/metrics" | grep '^leadflow_event_to_score_seconds_bucket' || true; }
+latency() { # the histogram before the run, as `histogram` printed it
+  histogram | python3 -c '
 import sys
-buckets = []
-for line in sys.stdin:
-    if line.startswith("leadflow_event_to_score_seconds_bucket"):
+def read(lines):
+    out = {}
+    for line in lines:
         le = line.split("le=\"")[1].split("\"")[0]
-        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-buckets.sort()
+        out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+before = read(open(sys.argv[1]))
+after = read(sys.stdin)
+buckets = sorted((le, n - before.get(le, 0)) for le, n in after.items())
 total = buckets[-1][1] if buckets else 0
 def q(p):
     for le, n in buckets:
         if n >= p * total:
             return "<= %g ms" % (le * 1000) if le != float("inf") else "> 30 s"
-print("event-to-score p50 %s, p99 %s (%d events)" % (q(0.5), q(0.99), total))'
+print("event-to-score p50 %s, p99 %s (%d events)" % (q(0.5), q(0.99), total))' "$1"
 }
 
 run() { # scenario script label
   local before start end after
+  histogram > "$work/histogram"
   before=$(stored); start=$(date +%s.%N)
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "benches/wrk/$1.lua" "$G" > "$work/$1.txt"
   local rps; rps=$(grep Requests/sec "$work/$1.txt" | awk '{print $2}')
@@ -88,7 +96,10 @@ run() { # scenario script label
   grep -E "Requests/sec|Non-2xx|^ +(50|99)%" "$work/$1.txt"
   python3 -c "print('events accepted/s: %.0f' % ($rps * $3))"
   python3 -c "print('events stored and scored/s (until drained): %.0f  (%d events in %.1f s)' % (($after-$before)/($end-$start), $after-$before, $end-$start))"
-  latency
+  latency "$work/histogram"
 }
 run track_batch "batches of $BATCH to /t/events, $CONNECTIONS connections, $DURATION" "$BATCH"
 run pixel "single pixels, $CONNECTIONS connections, $DURATION" 1
+export RATE=$RATE_PACED
+run track_batch "batches of $BATCH paced at $RATE events/s, $CONNECTIONS connections, $DURATION" "$BATCH"
+run pixel "single pixels paced at $RATE events/s, $CONNECTIONS connections, $DURATION" 1

@@ -7,3 +7,12 @@ end
 function request()
   return wrk.format("GET", string.format("/t/pixel.gif?k=%s&lead=%s&e=page_view", os.getenv("WRITE_KEY"), ids[math.random(#ids)]))
 end
+
+-- RATE (events/s over all CONNECTIONS) paces each connection instead of sending flat out.
+local rate = tonumber(os.getenv("RATE") or "0")
+local connections = tonumber(os.getenv("CONNECTIONS") or "1")
+if rate > 0 then
+  function delay()
+    return 1000 * connections * 1 / rate
+  end
+end

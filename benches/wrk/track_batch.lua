@@ -16,3 +16,12 @@ function request()
     ["X-Write-Key"] = os.getenv("WRITE_KEY"),
   }, '{"events":[' .. table.concat(parts, ",") .. ']}')
 end
+
+-- RATE (events/s over all CONNECTIONS) paces each connection instead of sending flat out.
+local rate = tonumber(os.getenv("RATE") or "0")
+local connections = tonumber(os.getenv("CONNECTIONS") or "1")
+if rate > 0 then
+  function delay()
+    return 1000 * connections * batch / rate
+  end
+end

@@ -66,6 +66,10 @@ pub struct ScorerArgs {
     /// Lowest score that is Warm.
     #[arg(long, env = "SCORE_WARM_THRESHOLD", default_value_t = 40, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub score_warm_threshold: i32,
+    /// Engagement batches in flight at once. Batches touching the same lead wait for each other;
+    /// the rest overlap, so PostgreSQL works on one while the scorer prepares the next.
+    #[arg(long, env = "SCORER_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub scorer_workers: u16,
 }
 
 impl ScorerArgs {
@@ -97,7 +101,14 @@ pub async fn build(config: ScorerConfig, shutdown: CancellationToken) -> anyhow:
         event_to_score: worker::latency_histogram(&platform)?,
     });
     for spec in CONSUMERS {
-        platform.spawn(worker.clone().run(*spec));
+        let workers = if spec.stream == Stream::Engagement {
+            config.scorer.scorer_workers
+        } else {
+            1
+        };
+        for _ in 0..workers {
+            platform.spawn(worker.clone().run(*spec));
+        }
     }
     platform.spawn(rescore::respond(platform.clone(), worker.processor.clone()));
     // `scores.updated` goes out through the outbox, like the gateway's domain events.

@@ -186,10 +186,11 @@ impl Processor {
             entry.extend(units.into_iter().map(|(s, n)| (s, event.occurred_at, n)));
             touched.insert(lead, Some(event.id));
         }
-        let activity = fold_many(&mut tx, &per_lead, &self.config).await?;
         let targets: Vec<(Uuid, Option<Uuid>)> = touched.into_iter().collect();
+        lock_leads(&mut tx, &targets).await?;
+        let folded = fold_many(&mut tx, &per_lead, &self.config).await?;
         outcome.rescored =
-            rescore_many(&mut tx, &targets, &activity, Record::OnChange, &self.config).await?;
+            rescore_many(&mut tx, &targets, folded, Record::OnChange, &self.config).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -212,6 +213,19 @@ const PRIMARY_KEY_LOOKUP: &str = "select id, deleted_at is null from leads where
 
 /// The event type an identify call publishes: it ties `anonymous_id` to `lead_id`.
 pub const IDENTIFY: &str = "engagement.identify";
+
+/// Locks every lead the batch will change, all at once and in id order, before anything else
+/// writes to them, so concurrent batches touching the same leads take turns instead of
+/// deadlocking. `no key update`, not `update`: the foreign keys of rows a batch inserts hold `key
+/// share` locks on its leads, which `for update` in another batch would wait on.
+async fn lock_leads(conn: &mut PgConnection, targets: &[(Uuid, Option<Uuid>)]) -> sqlx::Result<()> {
+    let leads: Vec<Uuid> = targets.iter().map(|(lead, _)| *lead).collect();
+    sqlx::query("select id from leads where id = any($1) order by id for no key update")
+        .bind(&leads)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// One signal seen `n` times at a moment.
 type Unit = (Signal, OffsetDateTime, usize);
@@ -315,23 +329,18 @@ async fn insert_events(
     Ok(stored.into_iter().collect())
 }
 
-/// Folds each lead's events into its running signals with one upsert for the whole batch, after
-/// locking the leads' rows in id order (the signal rows may not exist yet), so concurrent batches
-/// cannot deadlock. Returns each lead's newest activity, for [`rescore_many`] to record.
+/// Folds each lead's events into its running signals with one upsert for the whole batch; the
+/// caller has locked the leads (see [`lock_leads`]). Returns each lead's newest activity, for [`rescore_many`] to record.
 async fn fold_many(
     conn: &mut PgConnection,
     per_lead: &BTreeMap<Uuid, Vec<Unit>>,
     config: &Config,
-) -> sqlx::Result<HashMap<Uuid, OffsetDateTime>> {
+) -> sqlx::Result<Folded> {
     let mut latest = HashMap::new();
     if per_lead.is_empty() {
-        return Ok(latest);
+        return Ok(Folded::default());
     }
     let leads: Vec<Uuid> = per_lead.keys().copied().collect();
-    sqlx::query("select id from leads where id = any($1) order by id for update")
-        .bind(&leads)
-        .execute(&mut *conn)
-        .await?;
     let mut running = load_signals(conn, &leads).await?;
     let (mut ids, mut signals, mut values, mut as_ofs, mut counts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -372,7 +381,18 @@ async fn fold_many(
     .bind(&counts)
     .execute(&mut *conn)
     .await?;
-    Ok(latest)
+    Ok(Folded {
+        activity: latest,
+        signals: running,
+    })
+}
+
+/// What [`fold_many`] leaves for [`rescore_many`]: each folded lead's newest activity and its
+/// signals as now stored, so they are not read back.
+#[derive(Debug, Default)]
+pub struct Folded {
+    pub activity: HashMap<Uuid, OffsetDateTime>,
+    pub signals: HashMap<Uuid, BTreeMap<Signal, Running>>,
 }
 
 async fn load_signals(
@@ -460,7 +480,7 @@ pub async fn rescore(
     let mut scored = rescore_many(
         conn,
         &[(lead, trigger)],
-        &HashMap::new(),
+        Folded::default(),
         Record::Always,
         config,
     )
@@ -477,7 +497,7 @@ pub async fn rescore(
 pub async fn rescore_many(
     conn: &mut PgConnection,
     targets: &[(Uuid, Option<Uuid>)],
-    activity: &HashMap<Uuid, OffsetDateTime>,
+    folded: Folded,
     record: Record,
     config: &Config,
 ) -> sqlx::Result<Vec<(Uuid, Score)>> {
@@ -494,7 +514,18 @@ pub async fn rescore_many(
     .fetch_all(&mut *conn)
     .await?;
     facts.retain(|f| f.live);
-    let mut signals = load_signals(conn, &leads).await?;
+    let Folded {
+        activity,
+        mut signals,
+    } = folded;
+    let unfolded: Vec<Uuid> = leads
+        .iter()
+        .filter(|id| !signals.contains_key(*id))
+        .copied()
+        .collect();
+    if !unfolded.is_empty() {
+        signals.extend(load_signals(conn, &unfolded).await?);
+    }
     let inventory: Vec<(String, String, f64)> = sqlx::query_as(
         "select lower(name), lower(category), price::float8 from inventory_items where active and quantity > 0",
     )
