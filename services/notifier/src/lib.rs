@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 mod auth;
 mod error;
+mod health;
 pub mod hub;
 pub mod metrics;
 pub mod processor;
@@ -21,6 +22,7 @@ pub mod recipients;
 mod state;
 pub mod store;
 mod streams;
+pub mod webhooks;
 pub mod worker;
 
 pub const SERVICE: &str = "notifier";
@@ -80,6 +82,8 @@ pub struct NotifierArgs {
     /// Also tell every active manager when a lead turns Hot (the owner is always told).
     #[arg(long, env = "NOTIFY_MANAGERS_ON_HOT", default_value_t = false)]
     pub notify_managers_on_hot: bool,
+    #[command(flatten)]
+    pub webhooks: webhooks::WebhookArgs,
 }
 
 /// Builds the notifier and binds `NOTIFIER_ADDR`. PostgreSQL and NATS need not be up; health reports
@@ -98,9 +102,21 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
     );
     platform.spawn(hub::run(platform.clone(), hub.clone()));
 
+    let webhooks_queued = Arc::new(tokio::sync::Notify::new());
+    let deliverer = Arc::new(webhooks::Deliverer {
+        platform: platform.clone(),
+        metrics: metrics.clone(),
+        http: webhooks::client(config.notifier.webhooks.webhook_timeout)?,
+        settings: config.notifier.webhooks.clone(),
+        wake: webhooks_queued.clone(),
+    });
+    platform.spawn(deliverer.run());
+    platform.spawn(health::refresh(platform.clone(), metrics.clone()));
+
     let processor = Arc::new(processor::Processor {
         platform: platform.clone(),
         notify_managers_on_hot: config.notifier.notify_managers_on_hot,
+        webhooks_queued,
     });
     let worker = Arc::new(worker::Worker {
         platform: platform.clone(),

@@ -1,5 +1,5 @@
 //! Events in, notifications out: one transaction per batch writes each recipient's notification
-//! once (and queues its e-mail and webhook deliveries with it), then the new ones are pushed. The
+//! once (and queues its webhook deliveries with it), then the new ones are pushed. The
 //! caller acks only after this returns, so a crash means redelivery, and redelivery writes and
 //! pushes nothing twice.
 
@@ -8,16 +8,20 @@ use std::sync::Arc;
 use leadflow_events::Envelope;
 use leadflow_platform::Platform;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
 use crate::{
     hub,
     recipients::{self, Plan},
     store::{self, Notification},
+    webhooks,
 };
 
 pub struct Processor {
     pub platform: Arc<Platform>,
     pub notify_managers_on_hot: bool,
+    /// Wakes this process's webhook deliverer when a batch queued deliveries.
+    pub webhooks_queued: Arc<Notify>,
 }
 
 /// A notification written by this batch, with the time of the event that caused it.
@@ -36,7 +40,11 @@ impl Processor {
             Vec::new()
         };
         let mut written = Vec::new();
+        let mut queued = 0;
         for (event, plan) in events {
+            if let Some((kind, body)) = recipients::webhook_event(event, plan) {
+                queued += webhooks::enqueue(&mut tx, event.id, kind, &body).await?;
+            }
             let mut planned = plan.notifications.clone();
             if plan.hot_lead {
                 for manager in &managers {
@@ -53,6 +61,9 @@ impl Processor {
             }
         }
         tx.commit().await?;
+        if queued > 0 {
+            self.webhooks_queued.notify_one();
+        }
         Ok(written)
     }
 

@@ -132,6 +132,31 @@ pub fn plan(event: &Envelope) -> Result<Plan, Unreadable> {
     Ok(plan)
 }
 
+/// What outgoing webhooks receive for `event`, whoever its recipients are: its type (one of the
+/// gateway's `EVENT_TYPES`) and body.
+pub fn webhook_event(event: &Envelope, plan: &Plan) -> Option<(&'static str, Value)> {
+    let kind = match event.kind.as_str() {
+        subjects::ASSIGNMENTS_CREATED => "assignment.created",
+        subjects::ASSIGNMENTS_TRANSFERRED => "assignment.transferred",
+        subjects::ASSIGNMENTS_COMPLETED => "assignment.completed",
+        subjects::SCORES_UPDATED if plan.hot_lead => "lead.hot",
+        _ => return None,
+    };
+    let mut data = serde_json::Map::new();
+    data.insert("event_id".into(), json!(event.id));
+    data.insert("lead_id".into(), json!(event.lead_id));
+    if let Some(fields) = event.data.as_object() {
+        for (k, v) in fields {
+            data.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    let time = event
+        .time
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok();
+    Some((kind, json!({"type": kind, "timestamp": time, "data": data})))
+}
+
 /// The payload of the Hot notification a manager gets (the owner's, addressed to them).
 pub fn for_manager(plan: &Plan, event: &Envelope, manager: Uuid) -> Planned {
     let payload = plan

@@ -10,3 +10,4 @@ mod openapi;
 mod scores;
 mod startup;
 mod tracking;
+mod webhooks;

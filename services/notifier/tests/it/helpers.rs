@@ -395,3 +395,44 @@ pub async fn ws_next(ws: &mut WsStream, wait: Duration) -> Option<Value> {
         }
     }
 }
+
+/// A real HTTP endpoint for webhooks: records each request and answers with the next status
+/// from `script` (then 200).
+pub struct Receiver {
+    pub url: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+}
+
+impl Receiver {
+    pub async fn start(script: Vec<u16>) -> Self {
+        use std::sync::{Arc, Mutex};
+        let requests: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
+        let (seen, plan) = (requests.clone(), script.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let (seen, plan) = (seen.clone(), plan.clone());
+                async move {
+                    seen.lock().expect("lock").push((headers, body));
+                    let status = plan.lock().expect("lock").pop_front().unwrap_or(200);
+                    axum::http::StatusCode::from_u16(status).expect("status")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, requests }
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().expect("lock").len()
+    }
+
+    pub fn get(&self, i: usize) -> (axum::http::HeaderMap, String) {
+        self.requests.lock().expect("lock")[i].clone()
+    }
+}

@@ -2,6 +2,7 @@
 //! the events.
 
 mod helpers;
+mod webhooks;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,35 @@
+//! Keeps the queue gauges and the notifier's `/health.json` sections current.
+
+use std::sync::Arc;
+
+use leadflow_platform::Platform;
+use serde_json::json;
+
+use crate::{metrics::NotifierMetrics, webhooks};
+
+pub async fn refresh(platform: Arc<Platform>, metrics: NotifierMetrics) {
+    let token = platform.shutdown_token();
+    loop {
+        let depth = match platform.db.pool().acquire().await {
+            Ok(mut conn) => webhooks::queue_depth(&mut conn).await.ok(),
+            Err(_) => None,
+        };
+        match depth {
+            Some((pending, disabled)) => {
+                metrics.webhook_queue.set(pending);
+                platform.set_health_section(
+                    "webhooks",
+                    json!({"pending": pending, "disabled_endpoints": disabled}),
+                );
+            }
+            None => platform.set_health_section(
+                "webhooks",
+                json!({"pending": null, "error": "the database is unavailable"}),
+            ),
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(platform.config.health_probe_interval) => {}
+        }
+    }
+}
