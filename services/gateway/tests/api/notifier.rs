@@ -1,4 +1,5 @@
-//! `/api/webhooks` (admins) and stream tickets for the notifier.
+//! What the gateway does for the notifier: `/api/webhooks` (admins), stream tickets, and the
+//! e-mail preference in `PATCH /api/auth/me`.
 
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -140,6 +141,64 @@ async fn a_stream_ticket_is_short_lived_and_stored_only_hashed() {
     assert!((29.0..=31.0).contains(&lifetime), "{lifetime}");
     assert_eq!(
         app.call("POST", "/api/notifications/ticket", None, None)
+            .await
+            .0,
+        401
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn users_turn_notification_e_mail_off_for_themselves() {
+    let app = TestApp::spawn().await;
+    let rep = app.user("sales_rep").await;
+    let (status, me) = app
+        .call(
+            "PATCH",
+            "/api/auth/me",
+            Some(&rep.token),
+            Some(json!({"preferences": {"email_notifications": false}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["preferences"], json!({"email_notifications": false}));
+    let (status, me) = app
+        .call(
+            "PATCH",
+            "/api/auth/me",
+            Some(&rep.token),
+            Some(json!({"name": "Renamed"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (
+            me["name"].clone(),
+            me["preferences"]["email_notifications"].clone()
+        ),
+        (json!("Renamed"), json!(false)),
+        "other preferences stay"
+    );
+    let (status, problem) = app
+        .call(
+            "PATCH",
+            "/api/auth/me",
+            Some(&rep.token),
+            Some(json!({"preferences": {"theme": "dark"}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, _) = app
+        .call(
+            "PATCH",
+            "/api/auth/me",
+            Some(&rep.token),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 422, "the role is not the user's to change");
+    assert_eq!(
+        app.call("PATCH", "/api/auth/me", None, Some(json!({})))
             .await
             .0,
         401
