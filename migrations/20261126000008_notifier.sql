@@ -6,5 +6,6 @@ alter table webhooks add column last_error text;
 -- The delivery log lists a webhook's deliveries newest first.
 create index webhook_deliveries_webhook_idx on webhook_deliveries (webhook_id, created_at desc);
 
--- Sent mail is kept for a while for support; the queue only scans what is unsent.
-create index email_queue_sent_idx on email_queue (sent_at) where sent_at is not null;
+-- Mail the server refused for good (a permanent SMTP error such as an unknown mailbox) stops
+-- being retried; outages and temporary errors are retried until they pass.
+alter table email_queue add column failed_at timestamptz;

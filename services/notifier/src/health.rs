@@ -14,6 +14,14 @@ pub async fn refresh(platform: Arc<Platform>, metrics: NotifierMetrics) {
             Ok(mut conn) => webhooks::queue_depth(&mut conn).await.ok(),
             Err(_) => None,
         };
+        let mail = match platform.db.pool().acquire().await {
+            Ok(mut conn) => crate::email::queue_depth(&mut conn).await.ok(),
+            Err(_) => None,
+        };
+        if let Some(pending) = mail {
+            metrics.email_queue.set(pending);
+            platform.set_health_section("email_queue", json!({"pending": pending}));
+        }
         match depth {
             Some((pending, disabled)) => {
                 metrics.webhook_queue.set(pending);

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 mod auth;
+pub mod email;
 mod error;
 mod health;
 pub mod hub;
@@ -84,6 +85,8 @@ pub struct NotifierArgs {
     pub notify_managers_on_hot: bool,
     #[command(flatten)]
     pub webhooks: webhooks::WebhookArgs,
+    #[command(flatten)]
+    pub email: email::EmailArgs,
 }
 
 /// Builds the notifier and binds `NOTIFIER_ADDR`. PostgreSQL and NATS need not be up; health reports
@@ -113,10 +116,34 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
     platform.spawn(deliverer.run());
     platform.spawn(health::refresh(platform.clone(), metrics.clone()));
 
+    let email_queued = match &config.notifier.email.smtp_url {
+        Some(url) => {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let sender = email::Sender::new(
+                platform.clone(),
+                metrics.clone(),
+                &config.notifier.email,
+                url.clone(),
+                wake.clone(),
+            )?;
+            platform.set_health_section(
+                "smtp",
+                serde_json::json!({"configured": true, "server": url.redacted(), "status": "unknown"}),
+            );
+            platform.spawn(Arc::new(sender).run());
+            Some(wake)
+        }
+        None => {
+            platform.set_health_section("smtp", serde_json::json!({"configured": false}));
+            None
+        }
+    };
+
     let processor = Arc::new(processor::Processor {
         platform: platform.clone(),
         notify_managers_on_hot: config.notifier.notify_managers_on_hot,
         webhooks_queued,
+        email_queued,
     });
     let worker = Arc::new(worker::Worker {
         platform: platform.clone(),

@@ -1,5 +1,5 @@
 //! Events in, notifications out: one transaction per batch writes each recipient's notification
-//! once (and queues its webhook deliveries with it), then the new ones are pushed. The
+//! once (and queues its e-mail and webhook deliveries with it), then the new ones are pushed. The
 //! caller acks only after this returns, so a crash means redelivery, and redelivery writes and
 //! pushes nothing twice.
 
@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use crate::{
-    hub,
+    email, hub,
     recipients::{self, Plan},
     store::{self, Notification},
     webhooks,
@@ -22,6 +22,8 @@ pub struct Processor {
     pub notify_managers_on_hot: bool,
     /// Wakes this process's webhook deliverer when a batch queued deliveries.
     pub webhooks_queued: Arc<Notify>,
+    /// Set when `SMTP_URL` is: e-mail is queued with the notifications and this wakes the sender.
+    pub email_queued: Option<Arc<Notify>>,
 }
 
 /// A notification written by this batch, with the time of the event that caused it.
@@ -60,9 +62,17 @@ impl Processor {
                 });
             }
         }
+        let mut mailed = 0;
+        if self.email_queued.is_some() {
+            let new: Vec<&Notification> = written.iter().map(|w| &w.notification).collect();
+            mailed = email::enqueue(&mut tx, &new).await?;
+        }
         tx.commit().await?;
         if queued > 0 {
             self.webhooks_queued.notify_one();
+        }
+        if let (true, Some(wake)) = (mailed > 0, &self.email_queued) {
+            wake.notify_one();
         }
         Ok(written)
     }

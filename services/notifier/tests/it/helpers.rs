@@ -436,3 +436,72 @@ impl Receiver {
         self.requests.lock().expect("lock")[i].clone()
     }
 }
+
+/// A tiny SMTP server speaking just enough of the protocol for a client to hand it mail.
+pub struct SmtpServer {
+    pub messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SmtpServer {
+    pub async fn start_on(port: u16) -> Self {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind SMTP port");
+        let messages: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let store = messages.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    let _ = write.write_all(b"220 test.local ESMTP\r\n").await;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let verb = line
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 test.local\r\n",
+                            "DATA" => {
+                                let _ = write.write_all(b"354 end with .\r\n").await;
+                                let mut data = String::new();
+                                while let Ok(Some(line)) = lines.next_line().await {
+                                    if line == "." {
+                                        break;
+                                    }
+                                    data.push_str(&line);
+                                    data.push('\n');
+                                }
+                                store.lock().expect("lock").push(data);
+                                b"250 queued\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = write.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            _ => b"250 OK\r\n",
+                        };
+                        if write.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { messages, task }
+    }
+
+    pub fn received(&self) -> Vec<String> {
+        self.messages.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

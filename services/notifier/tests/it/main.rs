@@ -1,6 +1,7 @@
 //! The notifier against this machine's real PostgreSQL and NATS, with the real gateway producing
 //! the events.
 
+mod email;
 mod helpers;
 mod webhooks;
 
