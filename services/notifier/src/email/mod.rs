@@ -374,8 +374,7 @@ mod tests {
         assert!(!format!("{url:?}").contains("s3cr3t"));
         let err = "http://mailer:s3cr3t-pw@x"
             .parse::<SmtpUrl>()
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(!err.contains("s3cr3t"), "{err}");
     }
 }
