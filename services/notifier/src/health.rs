@@ -1,4 +1,5 @@
-//! Keeps the queue gauges and the notifier's `/health.json` sections current.
+//! Keeps the queue gauges and the notifier's `/health.json` sections current, and clears out
+//! expired stream tickets.
 
 use std::sync::Arc;
 
@@ -14,6 +15,11 @@ pub async fn refresh(platform: Arc<Platform>, metrics: NotifierMetrics) {
             Ok(mut conn) => webhooks::queue_depth(&mut conn).await.ok(),
             Err(_) => None,
         };
+        // Spent and stale stream tickets; the gateway also drops a user's own when issuing one.
+        let _ =
+            sqlx::query("delete from stream_tickets where expires_at < now() - interval '1 hour'")
+                .execute(platform.db.pool())
+                .await;
         let mail = match platform.db.pool().acquire().await {
             Ok(mut conn) => crate::email::queue_depth(&mut conn).await.ok(),
             Err(_) => None,
