@@ -80,6 +80,65 @@ async fn an_assignment_reaches_the_assignees_sse_and_websocket_within_a_second_a
         sse.heartbeats >= 1,
         "heartbeat comments keep idle streams open"
     );
+
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str, labels: &[&str]| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{")) && labels.iter().all(|label| l.contains(label))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let connections = "leadflow_notification_connections";
+    let delivered = "leadflow_notifications_delivered_total";
+    assert_eq!(
+        value(connections, &["transport=\"sse\""]),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(value(connections, &["transport=\"ws\""]), Some(1.0));
+    assert_eq!(
+        value(delivered, &["channel=\"sse\"", "outcome=\"pushed\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(delivered, &["channel=\"ws\"", "outcome=\"pushed\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("leadflow_notification_push_latency_seconds_count", &[]),
+        Some(2.0)
+    );
+    let health: serde_json::Value = reqwest::get(format!("{base}/health.json"))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    let consumers: Vec<_> = health["consumers"]
+        .as_array()
+        .expect("consumers")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        consumers
+            .iter()
+            .any(|c| c.ends_with("notifier_assignments")),
+        "{health}"
+    );
+    assert!(
+        consumers.iter().any(|c| c.ends_with("notifier_scores")),
+        "{health}"
+    );
+    assert_eq!(health["smtp"]["configured"], false, "{health}");
+    assert_eq!(health["webhooks"]["pending"], 0, "{health}");
     app.stop().await;
 }
 
@@ -343,11 +402,25 @@ async fn with_two_notifier_processes_a_user_on_either_receives_each_notification
     assert_eq!(app.count("select count(*) from notifications").await, 4);
 
     // Shutting a process down ends its streams, so clients reconnect elsewhere.
+    let mut ws_on_first = open_ws(&app.notifiers[0], Auth::Bearer(&rep.token), "")
+        .await
+        .expect("open");
     app.stop_notifier(0);
     assert!(
         on_first.ended(Duration::from_secs(5)).await,
         "the stream ends on shutdown"
     );
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(message) = futures::StreamExt::next(&mut ws_on_first).await {
+            if let Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) = message {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(closed, Some(1001), "a WebSocket gets Close \"going away\"");
     app.stop().await;
 }
 
