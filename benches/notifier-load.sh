@@ -15,11 +15,12 @@ PG=postgres://postgres@127.0.0.1:5432
 export DATABASE_URL=$PG/$DB LEADFLOW_NAMESPACE=notifybench NOTIFIER_ADDR=127.0.0.1:18282
 export NOTIFIER_URL=http://$NOTIFIER_ADDR
 export JWT_SECRET=$(head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n')
-# One socket per client on both sides, plus the notifier's own.
-ulimit -n 65536
+# One socket per client on both sides: as many open files as this shell may have.
+ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --locked -p leadflow --bins >&2
+cargo build --release --locked -p leadflow -p leadflow-notifier --bins >&2
 cargo build --release --locked -p leadflow-notifier --example notifier_load >&2
+bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 cleanup() {
   [ -n "${notifier_pid:-}" ] && kill "$notifier_pid" 2>/dev/null && wait "$notifier_pid" 2>/dev/null || true
@@ -31,14 +32,14 @@ cleanup() {
 trap cleanup EXIT
 
 psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
-target/release/leadflow migrate >/dev/null
-RUST_LOG=warn DB_POOL_MAX=20 target/release/notifier >"$work/notifier.log" 2>&1 &
+"$bin/leadflow" migrate >/dev/null
+RUST_LOG=warn DB_POOL_MAX=20 "$bin/notifier" >"$work/notifier.log" 2>&1 &
 notifier_pid=$!
 for _ in $(seq 1 100); do curl -sf "$NOTIFIER_URL/readyz" >/dev/null && break; sleep 0.2; done
 
 rss() { awk '/VmRSS/ {printf "%.0f MiB", $2 / 1024}' "/proc/$notifier_pid/status"; }
 echo "notifier RSS before: $(rss)"
-target/release/examples/notifier_load &
+"$bin/examples/notifier_load" &
 load_pid=$!
 peak=0
 while kill -0 "$load_pid" 2>/dev/null; do
