@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use leadflow_gateway::{GatewayConfig, config::GatewayArgs};
-use leadflow_notifier::{NotifierArgs, NotifierConfig};
+use leadflow_notifier::{AuthArgs, NotifierArgs, NotifierConfig};
 use leadflow_platform::{
     config::{DatabaseConfig, PlatformConfig},
     db, shutdown, telemetry,
@@ -33,7 +33,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let _telemetry = telemetry::init("leadflow", &args.platform.telemetry)?;
 
     let (secret, source) = jwt_secret::resolve(args.gateway.jwt_secret.take(), &args.state_dir)?;
-    args.gateway.jwt_secret = Some(secret);
+    args.gateway.jwt_secret = Some(secret.clone());
     match source {
         jwt_secret::Source::Generated(path) => println!(
             "Generated a JWT secret in {} (kept, so restarts keep sessions; set JWT_SECRET to use your own).",
@@ -70,6 +70,10 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
         NotifierConfig {
             platform: args.platform,
             notifier: args.notifier,
+            // The notifier verifies the gateway's tokens: it must have the same secret.
+            auth: AuthArgs {
+                jwt_secret: Some(secret),
+            },
         },
         token.clone(),
     )

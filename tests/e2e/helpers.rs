@@ -72,10 +72,16 @@ impl Stack {
         )
         .await
         .expect("scorer starts");
-        let notifier_args: Vec<&str> = ["notifier", "--notifier-addr", "127.0.0.1:0"]
-            .into_iter()
-            .chain(common.iter().copied())
-            .collect();
+        let notifier_args: Vec<&str> = [
+            "notifier",
+            "--notifier-addr",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            JWT_SECRET,
+        ]
+        .into_iter()
+        .chain(common.iter().copied())
+        .collect();
         let notifier = leadflow_notifier::build(
             leadflow_notifier::NotifierConfig::try_parse_from(notifier_args)
                 .expect("notifier config"),

@@ -32,6 +32,7 @@ mod scores;
 mod state;
 mod tracking;
 mod users;
+mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -65,6 +66,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(audit_log::router())
         .merge(tracking::admin_router())
         .merge(scores::router())
+        .merge(webhooks::router())
 }
 
 /// The router and the OpenAPI document built from the same registrations, so they cannot drift.

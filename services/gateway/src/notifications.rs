@@ -1,4 +1,5 @@
-//! The read side of notifications (the notifier writes them): list, mark one read, mark all read.
+//! The read side of notifications (the notifier writes them): list, mark one read, mark all read,
+//! and tickets for the notifier's streams.
 
 use axum::{Json, extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,51 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_notifications))
         .routes(routes!(mark_read))
         .routes(routes!(mark_all_read))
+        .routes(routes!(stream_ticket))
+}
+
+/// How long a stream ticket may wait before it is used: long enough to open a connection.
+const TICKET_TTL_SECS: i64 = 30;
+
+#[derive(Serialize, ToSchema)]
+pub struct StreamTicket {
+    /// Opens one notifier stream (`?ticket=`), once, within `expires_in` seconds. Stored hashed.
+    ticket: String,
+    #[schema(example = 30)]
+    expires_in: i64,
+}
+
+/// A short-lived, single-use ticket for the notifier's SSE and WebSocket streams, which browsers
+/// cannot send headers to: the access token never has to appear in a URL.
+#[utoipa::path(post, path = "/notifications/ticket", tag = "notifications", security(("bearer" = [])),
+    responses((status = 201, body = StreamTicket), (status = 401, body = ProblemDoc)))]
+async fn stream_ticket(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+) -> ApiResult<(StatusCode, Json<StreamTicket>)> {
+    let (ticket, hash) = crate::auth::tokens::new_refresh_token();
+    let mut conn = state.conn().await?;
+    // Each user's spent and stale tickets go when they ask for a new one, so the table stays small.
+    sqlx::query("delete from stream_tickets where user_id = $1 and expires_at < now()")
+        .bind(actor.id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "insert into stream_tickets (ticket_hash, user_id, expires_at)
+         values ($1, $2, now() + make_interval(secs => $3))",
+    )
+    .bind(&hash)
+    .bind(actor.id)
+    .bind(TICKET_TTL_SECS as f64)
+    .execute(&mut *conn)
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(StreamTicket {
+            ticket,
+            expires_in: TICKET_TTL_SECS,
+        }),
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]

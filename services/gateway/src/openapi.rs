@@ -61,6 +61,7 @@ pub struct FieldErrorDoc {
         (name = "notes"), (name = "assignments"), (name = "notifications"), (name = "inventory"),
         (name = "audit", description = "Who did what (admins)"),
         (name = "scores", description = "Scores, their history and the events behind them"),
+        (name = "webhooks", description = "Signed outgoing webhooks and their delivery log (admins)"),
         (name = "tracking", description = "Write keys and lead tokens for pixels and beacons (the /t/ routes)"),
         (name = "meta", description = "Service information and debugging"),
         (name = "health", description = "Health, readiness and metrics (every service)")

@@ -1,10 +1,30 @@
 //! The notifier: consumes assignment and score events, writes notifications and pushes them to the people they concern.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use leadflow_events::Stream;
-use leadflow_platform::{Platform, Server, bus::ConsumerSpec, config::PlatformConfig};
+use leadflow_platform::{
+    Platform, Server,
+    access::{AccessTokens, checked_secret},
+    bus::ConsumerSpec,
+    config::{PlatformConfig, parse_duration},
+};
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
+
+mod auth;
+pub mod email;
+mod error;
+mod health;
+pub mod hub;
+pub mod metrics;
+pub mod processor;
+pub mod recipients;
+mod state;
+pub mod store;
+mod streams;
+pub mod webhooks;
+pub mod worker;
 
 pub const SERVICE: &str = "notifier";
 
@@ -34,23 +54,116 @@ pub struct NotifierConfig {
     pub platform: PlatformConfig,
     #[command(flatten)]
     pub notifier: NotifierArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Kept apart from [`NotifierArgs`] so `leadflow up`, which reads `JWT_SECRET` once for the
+/// gateway, can hand the notifier the same secret.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// The gateway's HMAC key for access tokens (the same value): streams accept its tokens.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NotifierArgs {
-    /// Where health and metrics are served.
+    /// Where the notification streams, health and metrics are served.
     #[arg(long, env = "NOTIFIER_ADDR", default_value = "0.0.0.0:8082")]
     pub notifier_addr: SocketAddr,
+    /// How often an idle stream gets a heartbeat (SSE comment, WebSocket ping), so proxies keep it.
+    #[arg(long, env = "NOTIFY_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub notify_heartbeat: Duration,
+    /// Pushes queued per connection; a client that falls this far behind is disconnected (it
+    /// resumes with Last-Event-ID) instead of holding memory.
+    #[arg(long, env = "NOTIFY_CLIENT_BUFFER", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub notify_client_buffer: u32,
+    /// Also tell every active manager when a lead turns Hot (the owner is always told).
+    #[arg(long, env = "NOTIFY_MANAGERS_ON_HOT", default_value_t = false)]
+    pub notify_managers_on_hot: bool,
+    #[command(flatten)]
+    pub webhooks: webhooks::WebhookArgs,
+    #[command(flatten)]
+    pub email: email::EmailArgs,
 }
 
 /// Builds the notifier and binds `NOTIFIER_ADDR`. PostgreSQL and NATS need not be up; health reports
 /// them until they are, and streams and consumers are set up once NATS answers.
 pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyhow::Result<Server> {
+    let secret = checked_secret(config.auth.jwt_secret.as_ref(), "JWT_SECRET")?;
+    anyhow::ensure!(
+        !config.notifier.notify_heartbeat.is_zero(),
+        "NOTIFY_HEARTBEAT must be more than zero"
+    );
     let platform = Platform::start(SERVICE, &config.platform, CONSUMERS.to_vec(), shutdown).await?;
+    let metrics = metrics::NotifierMetrics::register(platform.metrics.registry())?;
+    let hub = hub::Hub::new(
+        config.notifier.notify_client_buffer as usize,
+        metrics.clone(),
+    );
+    platform.spawn(hub::run(platform.clone(), hub.clone()));
+
+    let webhooks_queued = Arc::new(tokio::sync::Notify::new());
+    let deliverer = Arc::new(webhooks::Deliverer {
+        platform: platform.clone(),
+        metrics: metrics.clone(),
+        http: webhooks::client(config.notifier.webhooks.webhook_timeout)?,
+        settings: config.notifier.webhooks.clone(),
+        wake: webhooks_queued.clone(),
+    });
+    platform.spawn(deliverer.run());
+    platform.spawn(health::refresh(platform.clone(), metrics.clone()));
+
+    let email_queued = match &config.notifier.email.smtp_url {
+        Some(url) => {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let sender = email::Sender::new(
+                platform.clone(),
+                metrics.clone(),
+                &config.notifier.email,
+                url.clone(),
+                wake.clone(),
+            )?;
+            platform.set_health_section(
+                "smtp",
+                serde_json::json!({"configured": true, "server": url.redacted(), "status": "unknown"}),
+            );
+            platform.spawn(Arc::new(sender).run());
+            Some(wake)
+        }
+        None => {
+            platform.set_health_section("smtp", serde_json::json!({"configured": false}));
+            None
+        }
+    };
+
+    let processor = Arc::new(processor::Processor {
+        platform: platform.clone(),
+        notify_managers_on_hot: config.notifier.notify_managers_on_hot,
+        webhooks_queued,
+        email_queued,
+    });
+    let worker = Arc::new(worker::Worker {
+        platform: platform.clone(),
+        processor,
+    });
+    for spec in CONSUMERS {
+        platform.spawn(worker.clone().run(*spec));
+    }
+
+    let state = state::AppState::new(state::Inner {
+        platform: platform.clone(),
+        tokens: AccessTokens::new(secret),
+        sessions: Default::default(),
+        hub,
+        heartbeat: config.notifier.notify_heartbeat,
+    });
     Server::bind(
         platform,
         config.notifier.notifier_addr,
-        axum::Router::new(),
+        streams::router(state),
         "NOTIFIER_ADDR",
     )
     .await

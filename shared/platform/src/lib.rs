@@ -3,6 +3,7 @@
 //! server and graceful shutdown. A service builds a [`Platform`], adds its routes and workers, and
 //! runs it with [`http::serve`].
 
+pub mod access;
 pub mod bus;
 pub mod config;
 pub mod db;

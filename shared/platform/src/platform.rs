@@ -27,6 +27,7 @@ pub struct Platform {
     pub bus: Arc<Bus>,
     consumers: Vec<ConsumerSpec>,
     consumer_stats: RwLock<Vec<ConsumerStats>>,
+    health_sections: RwLock<serde_json::Map<String, serde_json::Value>>,
     started: Instant,
     shutdown: CancellationToken,
     /// When shutdown began: every step of it shares one `SHUTDOWN_TIMEOUT` from then.
@@ -59,6 +60,7 @@ impl Platform {
             bus: Arc::new(bus),
             consumers,
             consumer_stats: RwLock::new(Vec::new()),
+            health_sections: RwLock::new(serde_json::Map::new()),
             started: Instant::now(),
             shutdown: shutdown.clone(),
             shutdown_began: Arc::new(OnceLock::new()),
@@ -113,7 +115,21 @@ impl Platform {
             circuit_breaker,
             nats,
             consumers,
+            sections: self
+                .health_sections
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
+    }
+
+    /// Adds or replaces a section of `/health.json` that only this service has. It must hold no
+    /// secrets: health is public.
+    pub fn set_health_section(&self, name: &str, value: serde_json::Value) {
+        self.health_sections
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), value);
     }
 
     /// `Ok` when this instance should receive traffic; otherwise the reasons it should not.

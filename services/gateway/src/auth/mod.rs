@@ -1,5 +1,6 @@
-//! Accounts: register, login, refresh (rotation with reuse detection), logout, me.
+//! Accounts: register, login, refresh (rotation with reuse detection), logout, me (read and update).
 
+mod me;
 pub mod password;
 pub mod sessions;
 pub mod tokens;
@@ -29,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
-        .routes(routes!(me))
+        .routes(routes!(me, me::update_me))
 }
 
 #[derive(Deserialize, ToSchema)]

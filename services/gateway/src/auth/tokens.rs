@@ -1,56 +1,29 @@
-//! Access tokens (short-lived HS256 JWTs, algorithm pinned, `iss`/`aud`/`exp`/`iat`/`sub`/`role`
-//! required) and refresh tokens (opaque random strings, stored only as SHA-256).
+//! Access tokens (short-lived HS256 JWTs, see `leadflow_platform::access`) and refresh tokens
+//! (opaque random strings, stored only as SHA-256).
 
 use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use leadflow_platform::access::AccessTokens;
 use rand::RngCore as _;
-use secrecy::{ExposeSecret as _, SecretString};
-use serde::{Deserialize, Serialize};
+use secrecy::SecretString;
 use sha2::{Digest as _, Sha256};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::policy::{Actor, Role};
 
-pub const ISSUER: &str = "leadflow";
-pub const AUDIENCE: &str = "leadflow-api";
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Claims {
-    pub iss: String,
-    pub aud: String,
-    pub sub: Uuid,
-    pub role: Role,
-    pub iat: i64,
-    pub nbf: i64,
-    pub exp: i64,
-    pub jti: Uuid,
-}
-
+/// Issues and verifies access tokens with the platform's shared implementation, so the notifier
+/// accepts exactly what the gateway does.
 pub struct TokenService {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    access: AccessTokens,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
 }
 
 impl TokenService {
     pub fn new(secret: &SecretString, access_ttl: Duration, refresh_ttl: Duration) -> Self {
-        let key = secret.expose_secret().as_bytes();
-        // Only HS256 is accepted: a token claiming `none`, RS256 or anything else fails to verify.
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = 5;
         Self {
-            encoding: EncodingKey::from_secret(key),
-            decoding: DecodingKey::from_secret(key),
-            validation,
+            access: AccessTokens::new(secret),
             access_ttl,
             refresh_ttl,
         }
@@ -58,32 +31,21 @@ impl TokenService {
 
     /// A signed access token and its lifetime in seconds.
     pub fn issue_access(&self, user_id: Uuid, role: Role) -> anyhow::Result<(String, u64)> {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let ttl = self.access_ttl.as_secs();
-        let claims = Claims {
-            iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
-            sub: user_id,
-            role,
-            iat: now,
-            nbf: now,
-            exp: now + i64::try_from(ttl).unwrap_or(i64::MAX / 2),
-            jti: Uuid::new_v4(),
-        };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
-        Ok((token, ttl))
+        let token = self.access.issue(user_id, role.as_str(), self.access_ttl)?;
+        Ok((token, self.access_ttl.as_secs()))
     }
 
     /// The caller a valid token names, and when it was issued; `None` for anything forged,
     /// expired or malformed.
     pub fn verify(&self, token: &str) -> Option<(Actor, i64)> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        let verified = self.access.verify(token)?;
+        let role = Role::parse(&verified.role)?;
         Some((
             Actor {
-                id: data.claims.sub,
-                role: data.claims.role,
+                id: verified.user_id,
+                role,
             },
-            data.claims.iat,
+            verified.issued_at,
         ))
     }
 }

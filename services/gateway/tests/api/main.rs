@@ -6,6 +6,7 @@ mod changes;
 mod helpers;
 mod http;
 mod leads;
+mod notifier;
 mod openapi;
 mod scores;
 mod startup;

@@ -40,6 +40,10 @@ pub struct HealthReport {
     pub circuit_breaker: BreakerSnapshot,
     pub nats: NatsHealth,
     pub consumers: Vec<ConsumerStats>,
+    /// Service-specific sections (e.g. the notifier's `smtp` and `webhooks`), set with
+    /// `Platform::set_health_section`.
+    #[serde(flatten)]
+    pub sections: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]

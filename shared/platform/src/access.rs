@@ -1,0 +1,263 @@
+//! Access tokens as every service checks them: short-lived HS256 JWTs (algorithm pinned,
+//! `iss`/`aud`/`exp`/`iat`/`nbf`/`sub` required), and the revocation rule that makes a demoted,
+//! deactivated or signed-out user lose access now rather than when the token expires. The gateway
+//! issues tokens; the gateway and the notifier verify them with this one implementation.
+
+use std::{
+    collections::HashMap,
+    sync::RwLock,
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::{Database, DbError};
+
+pub const ISSUER: &str = "leadflow";
+pub const AUDIENCE: &str = "leadflow-api";
+/// Shorter secrets make HS256 tokens guessable offline.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: Uuid,
+    /// `admin`, `manager` or `sales_rep`.
+    pub role: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+}
+
+/// What a valid token says about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub user_id: Uuid,
+    pub role: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+}
+
+pub struct AccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl AccessTokens {
+    pub fn new(secret: &SecretString) -> Self {
+        let key = secret.expose_secret().as_bytes();
+        // Only HS256 is accepted: a token claiming `none`, RS256 or anything else fails to verify.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+            validation,
+        }
+    }
+
+    /// A signed token for `user_id` with `role`, valid for `ttl`.
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        role: &str,
+        ttl: Duration,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: user_id,
+            role: role.to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            jti: Uuid::new_v4(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+
+    /// `None` for anything forged, expired or malformed.
+    pub fn verify(&self, token: &str) -> Option<Verified> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        Some(Verified {
+            user_id: data.claims.sub,
+            role: data.claims.role,
+            issued_at: data.claims.iat,
+        })
+    }
+}
+
+/// The secret, checked to be long enough; `variable` names where it came from in the message.
+pub fn checked_secret<'a>(
+    secret: Option<&'a SecretString>,
+    variable: &str,
+) -> anyhow::Result<&'a SecretString> {
+    let secret = secret.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{variable} is not set: set it to at least {MIN_SECRET_BYTES} random bytes (for example `openssl rand -base64 48`), or run `leadflow up`, which generates one"
+        )
+    })?;
+    let len = secret.expose_secret().len();
+    anyhow::ensure!(
+        len >= MIN_SECRET_BYTES,
+        "{variable} is too short: use at least {MIN_SECRET_BYTES} bytes (got {len})"
+    );
+    Ok(secret)
+}
+
+/// How long a user's standing is trusted from memory. Changes made through the same process take
+/// effect at once (it calls [`Sessions::forget`]); through another, within this.
+pub const STANDING_TTL: Duration = Duration::from_secs(5);
+const CAPACITY: usize = 100_000;
+
+#[derive(Debug, Clone)]
+struct Standing {
+    role: Option<String>,
+    active: bool,
+    /// Unix seconds; tokens issued earlier are refused.
+    valid_after: i64,
+}
+
+/// Checks tokens against the user's current role, active flag and `sessions_valid_after`, cached
+/// per user for [`STANDING_TTL`] so the hot path stays one lookup in memory.
+#[derive(Default)]
+pub struct Sessions {
+    cache: RwLock<HashMap<Uuid, (Instant, Standing)>>,
+}
+
+impl Sessions {
+    /// Forgets what is cached for `user` (after changing their role, status or password).
+    pub fn forget(&self, user: Uuid) {
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&user);
+    }
+
+    fn cached(&self, user: Uuid) -> Option<Standing> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(&user)
+            .filter(|(at, _)| at.elapsed() < STANDING_TTL)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Whether a token for `user` with `role`, issued at `issued_at`, still stands.
+    pub async fn still_valid(
+        &self,
+        db: &Database,
+        user: Uuid,
+        role: &str,
+        issued_at: i64,
+    ) -> Result<bool, DbError> {
+        let standing = match self.cached(user) {
+            Some(standing) => standing,
+            None => {
+                let mut conn = db.acquire().await?;
+                let standing = load(&mut conn, user).await?;
+                let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(user, (Instant::now(), standing.clone()));
+                standing
+            }
+        };
+        Ok(standing.active
+            && standing.role.as_deref() == Some(role)
+            && issued_at >= standing.valid_after)
+    }
+}
+
+async fn load(conn: &mut PgConnection, user: Uuid) -> sqlx::Result<Standing> {
+    let row: Option<(String, bool, i64)> = sqlx::query_as(
+        "select role, active, floor(extract(epoch from sessions_valid_after))::bigint from users where id = $1",
+    )
+    .bind(user)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        Some((role, active, valid_after)) => Standing {
+            role: Some(role),
+            active,
+            valid_after,
+        },
+        None => Standing {
+            role: None,
+            active: false,
+            valid_after: i64::MAX,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(key: &str) -> AccessTokens {
+        AccessTokens::new(&SecretString::from(key.repeat(40)))
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_carry_the_role() {
+        let id = Uuid::new_v4();
+        let token = tokens("k")
+            .issue(id, "manager", Duration::from_secs(900))
+            .expect("issue");
+        let verified = tokens("k").verify(&token).expect("valid");
+        assert_eq!((verified.user_id, verified.role.as_str()), (id, "manager"));
+    }
+
+    #[test]
+    fn another_key_a_tampered_or_an_expired_token_is_refused() {
+        let token = tokens("k")
+            .issue(Uuid::new_v4(), "sales_rep", Duration::from_secs(60))
+            .expect("issue");
+        assert!(tokens("z").verify(&token).is_none());
+        let mut tampered = token.clone();
+        tampered.push('x');
+        assert!(tokens("k").verify(&tampered).is_none());
+
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let expired = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: Uuid::new_v4(),
+            role: "admin".into(),
+            iat: now - 120,
+            nbf: now - 120,
+            exp: now - 60,
+            jti: Uuid::new_v4(),
+        };
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &expired,
+            &EncodingKey::from_secret("k".repeat(40).as_bytes()),
+        )
+        .expect("encode");
+        assert!(tokens("k").verify(&expired).is_none());
+    }
+
+    #[test]
+    fn short_or_missing_secrets_are_refused_by_name() {
+        let err = checked_secret(None, "JWT_SECRET").expect_err("missing");
+        assert!(err.to_string().contains("JWT_SECRET"));
+        let short = SecretString::from("hunter2");
+        let err = checked_secret(Some(&short), "JWT_SECRET").expect_err("short");
+        assert!(err.to_string().contains("too short"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
