@@ -109,3 +109,82 @@ fn the_dockerfile_builds_every_binary_and_runs_as_non_root() {
     assert!(dockerfile.contains("USER 10001"));
     assert!(dockerfile.matches("FROM ").count() >= 2, "multi-stage");
 }
+
+/// The `KEY` of every `- name: KEY` / `- {name: KEY, ...}` line and every `KEY: value` line.
+fn variables_in(manifest: &str) -> Vec<String> {
+    manifest
+        .lines()
+        .filter_map(|line| {
+            let line = line
+                .trim_start()
+                .trim_start_matches("- ")
+                .trim_start_matches('{');
+            let key = line.strip_prefix("name: ").unwrap_or(line);
+            let key: String = key
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            (key.len() > 3 && key.contains('_')).then_some(key)
+        })
+        .collect()
+}
+
+#[test]
+fn kubernetes_manifests_probe_readyz_and_livez_and_set_only_variables_the_services_read() {
+    let known = known_variables();
+    let kustomization = repo_file("deploy/kustomization.yaml");
+    let listed: Vec<&str> = kustomization
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- k8s/"))
+        .collect();
+    let present: BTreeSet<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s"))
+            .expect("deploy/k8s")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        present,
+        "deploy/kustomization.yaml lists every manifest"
+    );
+
+    let shared = variables_in(&repo_file("deploy/k8s/config.yaml"));
+    assert!(
+        shared.contains(&"NATS_STREAM_REPLICAS".to_owned()),
+        "{shared:?}"
+    );
+    for (service, port) in [("gateway", 8080), ("scorer", 8081), ("notifier", 8082)] {
+        let manifest = repo_file(&format!("deploy/k8s/{service}.yaml"));
+        let variables = variables_in(&manifest);
+        assert!(
+            variables.contains(&"DATABASE_URL".to_owned()),
+            "{service}: {variables:?}"
+        );
+        for variable in variables.iter().chain(&shared) {
+            assert!(
+                known.contains(variable),
+                "deploy/k8s sets {variable} for {service}, which no service reads"
+            );
+        }
+        for expected in [
+            format!("command: [\"{service}\"]"),
+            format!("containerPort: {port}"),
+            format!("value: \"0.0.0.0:{port}\""),
+            "readinessProbe:\n            httpGet: {path: /readyz, port: http}".to_owned(),
+            "livenessProbe:\n            httpGet: {path: /livez, port: http}".to_owned(),
+        ] {
+            assert!(
+                manifest.contains(&expected),
+                "{service}.yaml lacks {expected}"
+            );
+        }
+    }
+    let autoscaling = repo_file("deploy/k8s/scorer-autoscaling.yaml");
+    assert!(
+        autoscaling.contains("consumer: scorer_engagement")
+            && autoscaling.contains("stream: ENGAGEMENT")
+    );
+}

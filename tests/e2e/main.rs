@@ -2,6 +2,7 @@
 //! machine's real PostgreSQL and NATS, each test in its own database and NATS namespace.
 
 mod cli;
+mod cluster;
 mod deploy;
 mod health;
 mod helpers;

@@ -179,6 +179,7 @@ impl Bus {
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: self.config.nats_duplicate_window,
+            num_replicas: usize::from(self.config.nats_stream_replicas),
             max_age,
             ..Default::default()
         }

@@ -104,6 +104,11 @@ pub struct NatsConfig {
     /// How long a publish waits for JetStream's acknowledgement.
     #[arg(long, env = "NATS_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub nats_ack_timeout: Duration,
+    /// Copies of each stream in a NATS cluster (1, 3 or 5): with 3, JetStream acknowledges a
+    /// publish once two servers hold it, and the streams survive the loss of any one server.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_stream_replicas: u8,
     /// Deliveries of one message before it is dead-lettered.
     #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = 5,
           value_parser = clap::value_parser!(i64).range(1..))]
@@ -119,6 +124,7 @@ impl fmt::Debug for NatsConfig {
             .field("nats_url", &redact_nats_url(&self.nats_url))
             .field("leadflow_namespace", &self.leadflow_namespace)
             .field("nats_duplicate_window", &self.nats_duplicate_window)
+            .field("nats_stream_replicas", &self.nats_stream_replicas)
             .field("nats_ack_timeout", &self.nats_ack_timeout)
             .field("nats_max_deliver", &self.nats_max_deliver)
             .field("nats_ack_wait", &self.nats_ack_wait)
