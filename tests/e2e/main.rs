@@ -6,4 +6,5 @@ mod cluster;
 mod deploy;
 mod health;
 mod helpers;
+mod scale_out;
 mod tracking;
