@@ -6,6 +6,7 @@
 #   benches/tracking-load.sh                  # batches of 100 over 10,000 leads, then pixels,
 #                                             # each flat out and then paced at RATE events/s
 #   DURATION=30s CONNECTIONS=32 RATE=5000 benches/tracking-load.sh
+#   KEEP=1 benches/tracking-load.sh          # keep the database leadflow_track_bench afterwards
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,7 @@ cargo build --release --locked -p leadflow --bins >&2
 work=$(mktemp -d)
 cleanup() {
   [ -n "${up_pid:-}" ] && kill "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null || true
-  psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
+  [ -n "${KEEP:-}" ] || psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
   rm -rf "$work"
 }
 # The `trackbench` namespace's streams stay on the NATS server between runs (7-day retention);

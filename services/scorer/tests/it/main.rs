@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Parser as _;
 use leadflow_events::{Envelope, Namespace, Stream};
 use leadflow_platform::{config::DatabaseUrl, db};
-use leadflow_testkit::{TestDb, drop_namespace, eventually, nats_url, unique_namespace};
+use leadflow_testkit::{TcpProxy, TestDb, drop_namespace, eventually, nats_url, unique_namespace};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -23,6 +23,11 @@ struct Scorer {
 
 impl Scorer {
     async fn start() -> Self {
+        Self::start_with(|url| url.to_owned()).await
+    }
+
+    /// A scorer whose database URL is `scorer_url(test database URL)`, e.g. through a proxy.
+    async fn start_with(scorer_url: impl FnOnce(&str) -> String) -> Self {
         let db = TestDb::empty().await;
         db::migrate(&db.url.parse::<DatabaseUrl>().expect("url"))
             .await
@@ -33,7 +38,7 @@ impl Scorer {
             "--scorer-addr",
             "127.0.0.1:0",
             "--database-url",
-            &db.url,
+            &scorer_url(&db.url),
             "--leadflow-namespace",
             &namespace,
             "--health-probe-interval",
@@ -117,6 +122,19 @@ impl Scorer {
             .expect("publish")
             .await
             .expect("ack");
+    }
+
+    /// Messages kept on the dead-letter stream.
+    async fn dead_letters(&self) -> u64 {
+        self.jetstream
+            .get_stream(self.ns.stream_name(Stream::DeadLetter))
+            .await
+            .expect("dead-letter stream")
+            .get_info()
+            .await
+            .expect("info")
+            .state
+            .messages
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -572,5 +590,84 @@ async fn events_that_change_nothing_a_rep_sees_leave_no_history_but_count_as_act
             .await,
         13
     );
+    scorer.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_outage_holds_events_instead_of_dead_lettering_them() {
+    let proxy = TcpProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], 5432)), true).await;
+    let proxied = proxy.addr().to_string();
+    let scorer = Scorer::start_with(|url| url.replace("127.0.0.1:5432", &proxied)).await;
+    let lead = scorer.lead("truck", 30_000.0).await;
+
+    // Down for several times max_deliver (2) x ack_wait (1 s): each event would have been
+    // dead-lettered had the outage counted as failed deliveries.
+    proxy.set_up(false);
+    for _ in 0..3 {
+        let view = engagement("pricing_view", lead, json!({}));
+        scorer.publish(&view, &view.id.to_string()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.set_up(true);
+
+    eventually(
+        Duration::from_secs(30),
+        "the held events to be scored",
+        || async {
+            let stored: i64 = sqlx::query_scalar(
+                "select count(*) from lead_engagement_events where lead_id = $1",
+            )
+            .bind(lead)
+            .fetch_one(&scorer.pool)
+            .await
+            .ok()?;
+            (stored == 3).then_some(())
+        },
+    )
+    .await;
+    let counted: i64 = sqlx::query_scalar(
+        "select count from lead_signals where lead_id = $1 and signal = 'pricing_view'",
+    )
+    .bind(lead)
+    .fetch_one(&scorer.pool)
+    .await
+    .expect("signal");
+    assert_eq!(counted, 3);
+    let dead = scorer.dead_letters().await;
+    assert_eq!(dead, 0, "nothing dead-lettered");
+    scorer.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_the_database_refuses_fails_alone_and_the_rest_of_its_batch_is_scored() {
+    let scorer = Scorer::start().await;
+    let lead = scorer.lead("truck", 30_000.0).await;
+    let mut scorer = scorer;
+    scorer.halt().await;
+    // Longer than the 200 characters the table allows: only PostgreSQL says no.
+    let mut poison = Envelope::new("engagement.page_view", "test")
+        .expect("valid")
+        .with_data(json!({}));
+    poison.anonymous_id = Some("a".repeat(300));
+    scorer.publish(&poison, &poison.id.to_string()).await;
+    for _ in 0..4 {
+        let view = engagement("email_click", lead, json!({}));
+        scorer.publish(&view, &view.id.to_string()).await;
+    }
+    scorer.resume().await;
+
+    eventually(
+        Duration::from_secs(30),
+        "the poison event to be dead-lettered",
+        || async { (scorer.dead_letters().await == 1).then_some(()) },
+    )
+    .await;
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from lead_engagement_events where lead_id = $1")
+            .bind(lead)
+            .fetch_one(&scorer.pool)
+            .await
+            .expect("count");
+    assert_eq!(stored, 4, "the healthy events of the batch are stored");
     scorer.stop().await;
 }
