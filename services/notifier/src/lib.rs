@@ -145,12 +145,13 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
         webhooks_queued,
         email_queued,
     });
-    let worker = Arc::new(worker::Worker {
-        platform: platform.clone(),
-        processor,
-    });
     for spec in CONSUMERS {
-        platform.spawn(worker.clone().run(*spec));
+        platform.spawn(leadflow_platform::consume::run(
+            platform.clone(),
+            *spec,
+            worker::BATCH,
+            processor.clone(),
+        ));
     }
 
     let state = state::AppState::new(state::Inner {

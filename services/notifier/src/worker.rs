@@ -1,190 +1,45 @@
-//! Reads a durable consumer continuously (a pull stream, so a new event is handed over at once
-//! rather than at the next poll), takes whatever has arrived as one batch, and acks the batch only
-//! after its transaction committed. Failures are retried by redelivery; a message that failed
-//! `max_deliver` times, or can never be read, goes to the dead-letter subject.
+//! The notifier's part of a durable consumer (the loop, acks and dead letters are
+//! `leadflow_platform::consume`'s): an event is read with the plan of who hears about it, a batch
+//! is written in one transaction, and what it wrote is pushed once it is committed.
 
-use std::{sync::Arc, time::Duration};
+use async_nats::jetstream::Message;
+use leadflow_events::Envelope;
+use leadflow_platform::consume::Handler;
 
-use async_nats::jetstream::{AckKind, Message};
-use futures::StreamExt as _;
-use leadflow_events::{Envelope, subjects};
-use leadflow_platform::{Platform, bus::ConsumerSpec};
-
-use crate::{processor::Processor, recipients};
+use crate::{
+    processor::{Processor, Written},
+    recipients::{self, Plan},
+};
 
 /// Most messages taken into one transaction.
 pub const BATCH: usize = 200;
 
-pub struct Worker {
-    pub platform: Arc<Platform>,
-    pub processor: Arc<Processor>,
-}
+impl Handler for Processor {
+    type Item = (Envelope, Plan);
+    type Done = Vec<Written>;
 
-impl Worker {
-    /// Consumes `spec` until shutdown; the batch in hand is finished and acked first.
-    pub async fn run(self: Arc<Self>, spec: ConsumerSpec) {
-        let token = self.platform.shutdown_token();
-        let name = self.platform.bus.namespace().name(spec.name);
-        let mut delays = leadflow_platform::retry::backoff();
-        while !token.is_cancelled() {
-            let stream = match self.platform.bus.consumer(&spec).await {
-                Ok(consumer) => consumer
-                    .stream()
-                    .max_messages_per_batch(BATCH)
-                    .heartbeat(Duration::from_secs(5))
-                    .messages()
-                    .await
-                    .map_err(async_nats::Error::from),
-                Err(e) => Err(e),
-            };
-            let stream = match stream {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::debug!(consumer = %name, error = %e, "consumer not ready");
-                    let delay = delays.next().unwrap_or(Duration::from_secs(1));
-                    tokio::select! {
-                        () = token.cancelled() => return,
-                        () = tokio::time::sleep(delay) => continue,
-                    }
-                }
-            };
-            delays = leadflow_platform::retry::backoff();
-            let mut batches = stream.ready_chunks(BATCH);
-            loop {
-                let batch = tokio::select! {
-                    () = token.cancelled() => return,
-                    batch = batches.next() => batch,
-                };
-                let Some(batch) = batch else { break };
-                let mut messages = Vec::with_capacity(batch.len());
-                let mut broken = false;
-                for item in batch {
-                    match item {
-                        Ok(message) => messages.push(message),
-                        Err(e) => {
-                            tracing::warn!(consumer = %name, error = %e, "reading from JetStream failed");
-                            broken = true;
-                        }
-                    }
-                }
-                self.handle(&name, messages).await;
-                if broken {
-                    break;
-                }
-            }
-            let delay = delays.next().unwrap_or(Duration::from_secs(1));
-            tokio::select! {
-                () = token.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
+    fn parse(&self, message: &Message) -> Result<(Envelope, Plan), String> {
+        let event = Envelope::from_json(&message.payload).map_err(|e| e.to_string())?;
+        let plan = recipients::plan(&event).map_err(|e| e.to_string())?;
+        Ok((event, plan))
     }
 
-    /// Processes one batch: unreadable messages are dead-lettered, the rest go through the
-    /// processor in one transaction and are acked together after it commits.
-    pub async fn handle(&self, consumer: &str, messages: Vec<Message>) {
-        if messages.is_empty() {
-            return;
-        }
-        let metrics = &self.platform.metrics;
-        let mut events = Vec::with_capacity(messages.len());
-        let mut good = Vec::with_capacity(messages.len());
-        for message in messages {
-            let planned = Envelope::from_json(&message.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|event| {
-                    recipients::plan(&event)
-                        .map(|plan| (event, plan))
-                        .map_err(|e| e.to_string())
-                });
-            match planned {
-                Ok(item) => {
-                    events.push(item);
-                    good.push(message);
-                }
-                Err(reason) => self.dead_letter(consumer, &message, &reason).await,
-            }
-        }
-        if good.is_empty() {
-            return;
-        }
-        match self.processor.process(&events).await {
-            Ok(written) => {
-                self.processor.push(&written).await;
-                for message in &good {
-                    if let Err(e) = message.ack().await {
-                        tracing::warn!(consumer, error = %e, "ack failed; the message will be redelivered and skipped");
-                    }
-                }
-                metrics
-                    .events_consumed
-                    .with_label_values(&[consumer])
-                    .inc_by(good.len() as u64);
-                tracing::debug!(
-                    consumer,
-                    events = good.len(),
-                    notifications = written.len(),
-                    "batch done"
-                );
-            }
-            Err(e) => {
-                metrics
-                    .events_failed
-                    .with_label_values(&[consumer])
-                    .inc_by(good.len() as u64);
-                tracing::warn!(consumer, error = %leadflow_platform::error_chain(&e), "batch failed; it will be redelivered");
-                let max_deliver = self.platform.config.nats.nats_max_deliver;
-                for message in good {
-                    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-                    if delivered >= max_deliver {
-                        self.dead_letter(consumer, &message, &e.to_string()).await;
-                    } else {
-                        let _ = message
-                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                            .await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Keeps the message on `deadletter.<subject>` with why, then terminates it.
-    async fn dead_letter(&self, consumer: &str, message: &Message, reason: &str) {
-        let ns = self.platform.bus.namespace();
-        let original = ns
-            .strip(message.subject.as_str())
-            .unwrap_or(message.subject.as_str())
-            .to_owned();
-        let subject = ns.subject(&format!("{}.{original}", subjects::DEAD_LETTER_PREFIX));
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            "Leadflow-Dead-Letter-Reason",
-            reason.chars().take(500).collect::<String>().as_str(),
+    async fn process(
+        &self,
+        consumer: &str,
+        events: &[(Envelope, Plan)],
+    ) -> sqlx::Result<Vec<Written>> {
+        let written = Processor::process(self, events).await?;
+        tracing::debug!(
+            consumer,
+            events = events.len(),
+            notifications = written.len(),
+            "batch done"
         );
-        headers.insert("Leadflow-Consumer", consumer);
-        let published = match self
-            .platform
-            .bus
-            .jetstream()
-            .publish_with_headers(subject, headers, message.payload.clone())
-            .await
-        {
-            Ok(ack) => ack.await.is_ok(),
-            Err(_) => false,
-        };
-        if published {
-            let _ = message.ack_with(AckKind::Term).await;
-            self.platform
-                .metrics
-                .events_dead_lettered
-                .with_label_values(&[consumer])
-                .inc();
-            tracing::warn!(consumer, reason, "message dead-lettered");
-        } else {
-            // Could not keep it: let JetStream redeliver rather than lose it.
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                .await;
-        }
+        Ok(written)
+    }
+
+    async fn committed(&self, written: Vec<Written>) {
+        self.push(&written).await;
     }
 }

@@ -96,7 +96,6 @@ pub async fn build(config: ScorerConfig, shutdown: CancellationToken) -> anyhow:
         config: model_config,
     });
     let worker = Arc::new(worker::Worker {
-        platform: platform.clone(),
         processor,
         event_to_score: worker::latency_histogram(&platform)?,
     });
@@ -107,7 +106,12 @@ pub async fn build(config: ScorerConfig, shutdown: CancellationToken) -> anyhow:
             1
         };
         for _ in 0..workers {
-            platform.spawn(worker.clone().run(*spec));
+            platform.spawn(leadflow_platform::consume::run(
+                platform.clone(),
+                *spec,
+                worker::BATCH,
+                worker.clone(),
+            ));
         }
     }
     platform.spawn(rescore::respond(platform.clone(), worker.processor.clone()));

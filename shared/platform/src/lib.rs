@@ -6,6 +6,7 @@
 pub mod access;
 pub mod bus;
 pub mod config;
+pub mod consume;
 pub mod db;
 pub mod health;
 pub mod http;
