@@ -9,6 +9,7 @@ use leadflow_events::Envelope;
 use leadflow_platform::Platform;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::{
     email, hub,
@@ -41,6 +42,12 @@ impl Processor {
         } else {
             Vec::new()
         };
+        let mut recipients: Vec<Uuid> = events
+            .iter()
+            .flat_map(|(_, plan)| plan.notifications.iter().map(|p| p.user_id))
+            .chain(managers.iter().copied())
+            .collect();
+        store::lock_recipients(&mut tx, &mut recipients).await?;
         let mut written = Vec::new();
         let mut queued = 0;
         for (event, plan) in events {

@@ -31,6 +31,26 @@ impl Notification {
 /// Writes each planned notification for `event_id` once: a redelivered event inserts nothing
 /// (the `notifications_once_per_event` constraint), and only new rows come back, so only they are
 /// pushed. Unknown or deactivated users are skipped.
+/// Takes each recipient's notification lock for the rest of the transaction, in id order so
+/// batches cannot deadlock. `seq` is drawn when a row is inserted, not when it commits: without the
+/// lock, a user's row 11 could commit while row 10 is still open, a client resuming in between
+/// would move past 10, and never see it. With it, a user's rows commit in `seq` order.
+pub async fn lock_recipients(conn: &mut PgConnection, users: &mut Vec<Uuid>) -> sqlx::Result<()> {
+    users.sort_unstable();
+    users.dedup();
+    if users.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('leadflow.notifications:' || u::text, 0))
+         from unnest($1::uuid[]) with ordinality as t(u, n) order by n",
+    )
+    .bind(&*users)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn insert(
     conn: &mut PgConnection,
     event_id: Uuid,

@@ -529,3 +529,62 @@ async fn anonymous_expired_and_forged_tokens_revoked_sessions_and_used_tickets_a
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_users_notifications_commit_in_seq_order_so_resuming_cannot_skip_one() {
+    let app = TestApp::spawn().await;
+    let user = app.user("sales_rep").await;
+    let planned = |n: u32| leadflow_notifier::recipients::Planned {
+        user_id: user.id,
+        kind: "assignment.created",
+        payload: json!({"n": n}),
+    };
+    // The first transaction takes its seq and stays open.
+    let mut first = app.pool.begin().await.expect("tx");
+    leadflow_notifier::store::lock_recipients(&mut first, &mut vec![user.id])
+        .await
+        .expect("lock");
+    let first_rows = leadflow_notifier::store::insert(&mut first, Uuid::now_v7(), &[planned(1)])
+        .await
+        .expect("insert");
+
+    // A second one for the same user must wait for it rather than commit a later seq first.
+    let pool = app.pool.clone();
+    let second_user = user.id;
+    let second = tokio::spawn(async move {
+        let mut tx = pool.begin().await.expect("tx");
+        leadflow_notifier::store::lock_recipients(&mut tx, &mut vec![second_user])
+            .await
+            .expect("lock");
+        let rows = leadflow_notifier::store::insert(
+            &mut tx,
+            Uuid::now_v7(),
+            &[leadflow_notifier::recipients::Planned {
+                user_id: second_user,
+                kind: "assignment.created",
+                payload: json!({"n": 2}),
+            }],
+        )
+        .await
+        .expect("insert");
+        tx.commit().await.expect("commit");
+        rows[0].seq
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second transaction waits for the first"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "select count(*) from notifications where user_id = '{}'",
+            user.id
+        ))
+        .await,
+        0
+    );
+    first.commit().await.expect("commit");
+    let second_seq = second.await.expect("second");
+    assert!(second_seq > first_rows[0].seq);
+    app.stop().await;
+}
