@@ -80,6 +80,10 @@ pub struct NotifierArgs {
     #[arg(long, env = "NOTIFY_CLIENT_BUFFER", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub notify_client_buffer: u32,
+    /// Streams one user may hold open on one notifier process (tabs, devices); more get 429.
+    #[arg(long, env = "NOTIFY_MAX_CONNECTIONS_PER_USER", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub notify_max_connections_per_user: u32,
     /// Also tell every active manager when a lead turns Hot (the owner is always told).
     #[arg(long, env = "NOTIFY_MANAGERS_ON_HOT", default_value_t = false)]
     pub notify_managers_on_hot: bool,
@@ -101,6 +105,7 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
     let metrics = metrics::NotifierMetrics::register(platform.metrics.registry())?;
     let hub = hub::Hub::new(
         config.notifier.notify_client_buffer as usize,
+        config.notifier.notify_max_connections_per_user as usize,
         metrics.clone(),
     );
     platform.spawn(hub::run(platform.clone(), hub.clone()));

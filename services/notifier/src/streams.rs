@@ -85,7 +85,10 @@ impl Feed {
         resume_after: Option<i64>,
         transport: Transport,
     ) -> Result<Self, StreamError> {
-        let subscription = state.hub.subscribe(user, transport);
+        let subscription = state
+            .hub
+            .subscribe(user, transport)
+            .ok_or(StreamError::TooManyConnections)?;
         let mut backlog = VecDeque::new();
         let mut skip_upto = 0;
         if let Some(mut after) = resume_after {

@@ -86,7 +86,6 @@ impl Worker {
         if messages.is_empty() {
             return;
         }
-        let metrics = &self.platform.metrics;
         let mut events = Vec::with_capacity(messages.len());
         let mut good = Vec::with_capacity(messages.len());
         for message in messages {
@@ -108,10 +107,38 @@ impl Worker {
         if good.is_empty() {
             return;
         }
-        match self.processor.process(&events).await {
+        let single = good.len() == 1;
+        if self.commit(consumer, &events, &good, single).await || single {
+            return;
+        }
+        // One event the database refuses must not hold back the rest of its batch: each goes
+        // alone, so only the bad one is retried and, in the end, dead-lettered.
+        for (event, message) in events.into_iter().zip(good) {
+            self.commit(
+                consumer,
+                std::slice::from_ref(&event),
+                std::slice::from_ref(&message),
+                true,
+            )
+            .await;
+        }
+    }
+
+    /// Processes `events` in one transaction and acks `messages` after it commits. On failure,
+    /// `settle` naks them for redelivery (or dead-letters the ones out of tries); otherwise the
+    /// caller decides. Returns whether it committed.
+    async fn commit(
+        &self,
+        consumer: &str,
+        events: &[(Envelope, recipients::Plan)],
+        messages: &[Message],
+        settle: bool,
+    ) -> bool {
+        let metrics = &self.platform.metrics;
+        match self.processor.process(events).await {
             Ok(written) => {
                 self.processor.push(&written).await;
-                for message in &good {
+                for message in messages {
                     if let Err(e) = message.ack().await {
                         tracing::warn!(consumer, error = %e, "ack failed; the message will be redelivered and skipped");
                     }
@@ -119,31 +146,36 @@ impl Worker {
                 metrics
                     .events_consumed
                     .with_label_values(&[consumer])
-                    .inc_by(good.len() as u64);
+                    .inc_by(messages.len() as u64);
                 tracing::debug!(
                     consumer,
-                    events = good.len(),
+                    events = messages.len(),
                     notifications = written.len(),
                     "batch done"
                 );
+                true
             }
             Err(e) => {
+                tracing::warn!(consumer, events = messages.len(), error = %leadflow_platform::error_chain(&e), "processing failed");
+                if !settle {
+                    return false;
+                }
                 metrics
                     .events_failed
                     .with_label_values(&[consumer])
-                    .inc_by(good.len() as u64);
-                tracing::warn!(consumer, error = %leadflow_platform::error_chain(&e), "batch failed; it will be redelivered");
+                    .inc_by(messages.len() as u64);
                 let max_deliver = self.platform.config.nats.nats_max_deliver;
-                for message in good {
+                for message in messages {
                     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
                     if delivered >= max_deliver {
-                        self.dead_letter(consumer, &message, &e.to_string()).await;
+                        self.dead_letter(consumer, message, &e.to_string()).await;
                     } else {
                         let _ = message
                             .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                             .await;
                     }
                 }
+                false
             }
         }
     }

@@ -529,3 +529,69 @@ async fn anonymous_expired_and_forged_tokens_revoked_sessions_and_used_tickets_a
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_event_the_database_refuses_is_dead_lettered_without_holding_back_its_batch() {
+    let app = TestApp::spawn_with(1, &["--nats-max-deliver", "2"]).await;
+    let rep = app.user("sales_rep").await;
+    let mut sse = SseClient::open(&app.notifiers[0], Auth::Bearer(&rep.token), None)
+        .await
+        .expect("open");
+    let assignment = |note: &str| {
+        Envelope::new("assignments.created", "gateway")
+            .expect("event")
+            .with_lead(Uuid::new_v4())
+            .with_data(json!({"assignee_id": rep.id, "assigned_by": Uuid::new_v4(), "note": note}))
+    };
+    // PostgreSQL's jsonb cannot hold a NUL character: this one fails in the database every time.
+    let poison = assignment("bad \u{0000} note");
+    let good = assignment("fine");
+    app.publish(&poison, "poison").await;
+    app.publish(&good, "good").await;
+
+    let pushed = sse
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the good one");
+    assert_eq!(pushed.data["payload"]["event_id"], json!(good.id));
+    let dead = app.ns.stream_name(leadflow_events::Stream::DeadLetter);
+    leadflow_testkit::eventually(
+        Duration::from_secs(10),
+        "the poison dead-lettered",
+        || async {
+            let mut stream = app.jetstream.get_stream(&dead).await.ok()?;
+            (stream.info().await.ok()?.state.messages == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(app.count("select count(*) from notifications").await, 1);
+    assert!(sse.next(QUIET).await.is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_user_cannot_open_streams_without_bound() {
+    let app = TestApp::spawn_with(1, &["--notify-max-connections-per-user", "2"]).await;
+    let rep = app.user("sales_rep").await;
+    let other = app.user("sales_rep").await;
+    let base = &app.notifiers[0];
+    let _a = SseClient::open(base, Auth::Bearer(&rep.token), None)
+        .await
+        .expect("first");
+    let _b = open_ws(base, Auth::Bearer(&rep.token), "")
+        .await
+        .expect("second");
+    let (status, problem) = SseClient::open(base, Auth::Bearer(&rep.token), None)
+        .await
+        .err()
+        .expect("third refused");
+    assert_eq!((status, problem["status"].clone()), (429, json!(429)));
+    assert_eq!(
+        open_ws(base, Auth::Bearer(&rep.token), "").await.err(),
+        Some(429)
+    );
+    SseClient::open(base, Auth::Bearer(&other.token), None)
+        .await
+        .expect("other users are not affected");
+    app.stop().await;
+}
