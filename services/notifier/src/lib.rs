@@ -75,6 +75,10 @@ pub struct NotifierArgs {
     /// How often an idle stream gets a heartbeat (SSE comment, WebSocket ping), so proxies keep it.
     #[arg(long, env = "NOTIFY_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub notify_heartbeat: Duration,
+    /// How often an open stream re-checks its user (active, same role, not signed out); a stream
+    /// whose user lost access is closed.
+    #[arg(long, env = "NOTIFY_RECHECK", default_value = "60s", value_parser = parse_duration)]
+    pub notify_recheck: Duration,
     /// Pushes queued per connection; a client that falls this far behind is disconnected (it
     /// resumes with Last-Event-ID) instead of holding memory.
     #[arg(long, env = "NOTIFY_CLIENT_BUFFER", default_value_t = 64,
@@ -100,6 +104,10 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
     anyhow::ensure!(
         !config.notifier.notify_heartbeat.is_zero(),
         "NOTIFY_HEARTBEAT must be more than zero"
+    );
+    anyhow::ensure!(
+        !config.notifier.notify_recheck.is_zero(),
+        "NOTIFY_RECHECK must be more than zero"
     );
     let platform = Platform::start(SERVICE, &config.platform, CONSUMERS.to_vec(), shutdown).await?;
     let metrics = metrics::NotifierMetrics::register(platform.metrics.registry())?;
@@ -164,6 +172,7 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
         sessions: Default::default(),
         hub,
         heartbeat: config.notifier.notify_heartbeat,
+        recheck: config.notifier.notify_recheck,
     });
     Server::bind(
         platform,

@@ -21,10 +21,9 @@ use axum::{
 use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::{
-    auth::authenticate,
+    auth::{Principal, authenticate},
     error::StreamError,
     hub::{Frame, Subscription, Transport},
     state::AppState,
@@ -76,15 +75,21 @@ struct Feed {
     skip_upto: i64,
     subscription: Subscription,
     shutdown: CancellationToken,
+    /// Open streams are re-checked now and then, so a deactivated or signed-out user stops
+    /// receiving without having to reconnect first.
+    principal: Principal,
+    state: AppState,
+    recheck: tokio::time::Interval,
 }
 
 impl Feed {
     async fn open(
         state: &AppState,
-        user: Uuid,
+        principal: Principal,
         resume_after: Option<i64>,
         transport: Transport,
     ) -> Result<Self, StreamError> {
+        let user = principal.user;
         let subscription = state
             .hub
             .subscribe(user, transport)
@@ -109,15 +114,22 @@ impl Feed {
             }
             skip_upto = after;
         }
+        let mut recheck = tokio::time::interval(state.recheck);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.reset();
         Ok(Self {
             backlog,
             skip_upto,
             subscription,
             shutdown: state.platform.shutdown_token(),
+            principal,
+            state: state.clone(),
+            recheck,
         })
     }
 
-    /// The next frame; `None` when the process shuts down or the hub dropped a slow connection.
+    /// The next frame; `None` when the process shuts down, the hub dropped a slow connection, or
+    /// the user's access ended.
     async fn next(&mut self) -> Option<Frame> {
         if let Some(frame) = self.backlog.pop_front() {
             return Some(frame);
@@ -126,6 +138,14 @@ impl Feed {
             let frame = tokio::select! {
                 () = self.shutdown.cancelled() => return None,
                 frame = self.subscription.rx.recv() => frame?,
+                _ = self.recheck.tick() => {
+                    // A database outage is not a reason to cut users off: keep the stream then.
+                    if let Ok(false) = self.principal.still_stands(&self.state).await {
+                        tracing::info!(user = %self.principal.user, "closing a stream: the user's access ended");
+                        return None;
+                    }
+                    continue;
+                }
             };
             if frame.seq > self.skip_upto {
                 return Some(frame);
@@ -140,8 +160,8 @@ async fn sse(
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, StreamError> {
     let resume = resume_point(&headers, &query)?;
-    let user = authenticate(&state, &headers, query.ticket.as_deref()).await?;
-    let feed = Feed::open(&state, user, resume, Transport::Sse).await?;
+    let principal = authenticate(&state, &headers, query.ticket.as_deref()).await?;
+    let feed = Feed::open(&state, principal, resume, Transport::Sse).await?;
     let events = futures::stream::unfold(feed, |mut feed| async move {
         let frame = feed.next().await?;
         let event = Event::default()
@@ -168,8 +188,8 @@ async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, StreamError> {
     let resume = resume_point(&headers, &query)?;
-    let user = authenticate(&state, &headers, query.ticket.as_deref()).await?;
-    let feed = Feed::open(&state, user, resume, Transport::Ws).await?;
+    let principal = authenticate(&state, &headers, query.ticket.as_deref()).await?;
+    let feed = Feed::open(&state, principal, resume, Transport::Ws).await?;
     let heartbeat = state.heartbeat;
     Ok(upgrade
         .max_message_size(64 * 1024)

@@ -595,3 +595,42 @@ async fn one_user_cannot_open_streams_without_bound() {
         .expect("other users are not affected");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn open_streams_close_when_the_users_access_ends() {
+    let app = TestApp::spawn_with(1, &["--notify-recheck", "500ms"]).await;
+    let rep = app.user("sales_rep").await;
+    let base = &app.notifiers[0];
+    let mut sse = SseClient::open(base, Auth::Bearer(&rep.token), None)
+        .await
+        .expect("open");
+    let ticket = app.ticket(&rep).await;
+    let mut ws = open_ws(base, Auth::Ticket(&ticket), "")
+        .await
+        .expect("open");
+    assert!(
+        !sse.ended(Duration::from_millis(1500)).await,
+        "re-checks keep a valid stream open"
+    );
+
+    sqlx::query("update users set active = false where id = $1")
+        .bind(rep.id)
+        .execute(&app.pool)
+        .await
+        .expect("deactivate");
+    // Within the standing cache's few seconds plus one re-check.
+    assert!(
+        sse.ended(Duration::from_secs(10)).await,
+        "the SSE stream ends"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = futures::StreamExt::next(&mut ws).await {
+            if let tokio_tungstenite::tungstenite::Message::Close(_) = message {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the ticket-opened WebSocket is closed too");
+    app.stop().await;
+}
