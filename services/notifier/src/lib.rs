@@ -55,16 +55,24 @@ pub struct NotifierConfig {
     #[command(flatten)]
     pub notifier: NotifierArgs,
     #[command(flatten)]
-    pub auth: AuthArgs,
+    pub shared: SharedArgs,
 }
 
-/// Kept apart from [`NotifierArgs`] so `leadflow up`, which reads `JWT_SECRET` once for the
-/// gateway, can hand the notifier the same secret.
+/// Settings the notifier shares with the gateway, kept apart from [`NotifierArgs`] so that
+/// `leadflow up`, which reads them once for the gateway, can hand the notifier the same values.
 #[derive(Debug, Clone, clap::Args)]
-pub struct AuthArgs {
+pub struct SharedArgs {
     /// The gateway's HMAC key for access tokens (the same value): streams accept its tokens.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
+    /// Browser origins allowed to open the streams (comma-separated); the gateway's list.
+    #[arg(
+        long,
+        env = "ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -100,7 +108,8 @@ pub struct NotifierArgs {
 /// Builds the notifier and binds `NOTIFIER_ADDR`. PostgreSQL and NATS need not be up; health reports
 /// them until they are, and streams and consumers are set up once NATS answers.
 pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyhow::Result<Server> {
-    let secret = checked_secret(config.auth.jwt_secret.as_ref(), "JWT_SECRET")?;
+    let secret = checked_secret(config.shared.jwt_secret.as_ref(), "JWT_SECRET")?;
+    let origins = leadflow_platform::http::parse_origins(&config.shared.allowed_origins)?;
     anyhow::ensure!(
         !config.notifier.notify_heartbeat.is_zero(),
         "NOTIFY_HEARTBEAT must be more than zero"
@@ -177,7 +186,7 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
     Server::bind(
         platform,
         config.notifier.notifier_addr,
-        streams::router(state),
+        streams::router(state, &origins),
         "NOTIFIER_ADDR",
     )
     .await

@@ -11,7 +11,7 @@ use axum::{
         Query, State,
         ws::{Message, WebSocket, WebSocketUpgrade},
     },
-    http::HeaderMap,
+    http::{HeaderMap, HeaderName, HeaderValue, Method, header},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -21,6 +21,7 @@ use axum::{
 use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     auth::{Principal, authenticate},
@@ -36,11 +37,26 @@ const RESUME_MAX: usize = 10_000;
 /// A WebSocket write that takes longer than this means the client is not reading: drop it.
 const WS_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState, allowed_origins: &[HeaderValue]) -> Router {
+    let router = Router::new()
         .route("/api/notifications/stream", get(sse))
         .route("/api/notifications/ws", get(ws))
-        .with_state(state)
+        .with_state(state);
+    if allowed_origins.is_empty() {
+        return router;
+    }
+    // EventSource from the web app's origin is a cross-origin request; bearer tokens and tickets,
+    // never cookies, so no credentials.
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed_origins.iter().cloned()))
+            .allow_methods([Method::GET, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 #[derive(Debug, Deserialize)]

@@ -634,3 +634,41 @@ async fn open_streams_close_when_the_users_access_ends() {
     assert!(ended.is_ok(), "the ticket-opened WebSocket is closed too");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_web_apps_origin_may_open_streams_and_others_get_no_cors_headers() {
+    let app = TestApp::spawn_with(1, &["--allowed-origins", "https://app.example.com"]).await;
+    let url = format!("{}/api/notifications/stream", app.notifiers[0]);
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header(
+                "access-control-request-headers",
+                "authorization, last-event-id",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com")
+        .await
+        .expect("preflight");
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().ok()),
+        Some(Some("https://app.example.com"))
+    );
+    assert!(
+        allowed
+            .headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    let other = preflight("https://evil.example.com")
+        .await
+        .expect("preflight");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    app.stop().await;
+}
