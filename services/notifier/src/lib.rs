@@ -126,6 +126,9 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
         metrics.clone(),
     );
     platform.spawn(hub::run(platform.clone(), hub.clone()));
+    platform.spawn(health::refresh(platform.clone(), metrics.clone()));
+
+    let email_queued = email::start(&platform, &metrics, &config.notifier.email)?;
 
     let webhooks_queued = Arc::new(tokio::sync::Notify::new());
     let deliverer = Arc::new(webhooks::Deliverer {
@@ -134,32 +137,9 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
         http: webhooks::client(config.notifier.webhooks.webhook_timeout)?,
         settings: config.notifier.webhooks.clone(),
         wake: webhooks_queued.clone(),
+        email_queued: email_queued.clone(),
     });
     platform.spawn(deliverer.run());
-    platform.spawn(health::refresh(platform.clone(), metrics.clone()));
-
-    let email_queued = match &config.notifier.email.smtp_url {
-        Some(url) => {
-            let wake = Arc::new(tokio::sync::Notify::new());
-            let sender = email::Sender::new(
-                platform.clone(),
-                metrics.clone(),
-                &config.notifier.email,
-                url.clone(),
-                wake.clone(),
-            )?;
-            platform.set_health_section(
-                "smtp",
-                serde_json::json!({"configured": true, "server": url.redacted(), "status": "unknown"}),
-            );
-            platform.spawn(Arc::new(sender).run());
-            Some(wake)
-        }
-        None => {
-            platform.set_health_section("smtp", serde_json::json!({"configured": false}));
-            None
-        }
-    };
 
     let processor = Arc::new(processor::Processor {
         platform: platform.clone(),
