@@ -12,7 +12,10 @@ use leadflow_events::Envelope;
 use serde_json::json;
 use uuid::Uuid;
 
+/// The latency the issue asks for; tests about something else wait longer, so a busy machine
+/// does not fail them.
 const SECOND: Duration = Duration::from_secs(1);
+const PUSH: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(700);
 
 #[tokio::test]
@@ -153,7 +156,7 @@ async fn a_transfer_tells_both_reps_and_a_completion_tells_the_assigner() {
         .await
         .expect("open");
     assert_eq!(
-        old.next(SECOND).await.expect("missed one").data["kind"],
+        old.next(PUSH).await.expect("missed one").data["kind"],
         "assignment.created"
     );
     let mut new = SseClient::open(base, Auth::Bearer(&to.token), None)
@@ -173,11 +176,11 @@ async fn a_transfer_tells_both_reps_and_a_completion_tells_the_assigner() {
         .await;
     assert_eq!(status, 201, "{next}");
     assert_eq!(
-        new.next(SECOND).await.expect("new assignee told").data["kind"],
+        new.next(PUSH).await.expect("new assignee told").data["kind"],
         "assignment.transferred_in"
     );
     assert_eq!(
-        old.next(SECOND).await.expect("old assignee told").data["kind"],
+        old.next(PUSH).await.expect("old assignee told").data["kind"],
         "assignment.transferred_out"
     );
     assert!(
@@ -197,7 +200,7 @@ async fn a_transfer_tells_both_reps_and_a_completion_tells_the_assigner() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let done = boss.next(SECOND).await.expect("assigner told");
+    let done = boss.next(PUSH).await.expect("assigner told");
     assert_eq!(done.data["kind"], "assignment.completed");
     assert_eq!(done.data["payload"]["completed_by"], json!(to.id));
     app.stop().await;
@@ -213,7 +216,7 @@ async fn a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
         .await
         .expect("open");
     app.assign_new_lead(&manager, rep.id).await;
-    let first = sse.next(SECOND).await.expect("first");
+    let first = sse.next(PUSH).await.expect("first");
     let seen: i64 = first.id.as_deref().expect("id").parse().expect("seq");
     drop(sse);
 
@@ -254,7 +257,7 @@ async fn a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
     // The resumed stream is live too, and the WebSocket resumes the same way.
     let (lead, _) = app.assign_new_lead(&manager, rep.id).await;
     assert_eq!(
-        resumed.next(SECOND).await.expect("live").data["payload"]["lead_id"],
+        resumed.next(PUSH).await.expect("live").data["payload"]["lead_id"],
         json!(lead)
     );
     let last_missed = got[1].data["seq"].as_i64().expect("seq");
@@ -289,7 +292,7 @@ async fn the_same_event_delivered_twice_makes_one_notification_and_one_push() {
     app.publish(&event, "second").await;
 
     assert_eq!(
-        sse.next(SECOND).await.expect("pushed").data["payload"]["event_id"],
+        sse.next(PUSH).await.expect("pushed").data["payload"]["event_id"],
         json!(event.id)
     );
     assert!(sse.next(QUIET).await.is_none(), "pushed once");
@@ -333,7 +336,7 @@ async fn a_lead_crossing_into_hot_notifies_its_owner_and_staying_hot_does_not() 
     };
     let rise = scored("warm", "hot", 72);
     app.publish(&rise, &rise.id.to_string()).await;
-    let hot = sse.next(SECOND).await.expect("owner told");
+    let hot = sse.next(PUSH).await.expect("owner told");
     assert_eq!(hot.data["kind"], "lead.hot");
     assert_eq!(hot.data["payload"]["lead_id"], json!(lead));
     assert_eq!(hot.data["payload"]["new_score"], 72);
@@ -363,7 +366,7 @@ async fn managers_hear_of_hot_leads_when_configured() {
         );
     app.publish(&rise, &rise.id.to_string()).await;
     assert_eq!(
-        boss.next(SECOND).await.expect("manager told").data["kind"],
+        boss.next(PUSH).await.expect("manager told").data["kind"],
         "lead.hot"
     );
     assert_eq!(app.count("select count(*) from notifications").await, 2);
