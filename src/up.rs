@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use leadflow_gateway::{GatewayConfig, config::GatewayArgs};
-use leadflow_notifier::{AuthArgs, NotifierArgs, NotifierConfig};
+use leadflow_notifier::{NotifierArgs, NotifierConfig, SharedArgs};
 use leadflow_platform::{
     config::{DatabaseConfig, PlatformConfig},
     db, shutdown, telemetry,
@@ -48,6 +48,7 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     migrate_or_explain(&args.platform.database).await?;
 
     let token = shutdown::on_signals();
+    let allowed_origins = args.gateway.allowed_origins.clone();
     let gateway = leadflow_gateway::build(
         GatewayConfig {
             platform: args.platform.clone(),
@@ -70,9 +71,10 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
         NotifierConfig {
             platform: args.platform,
             notifier: args.notifier,
-            // The notifier verifies the gateway's tokens: it must have the same secret.
-            auth: AuthArgs {
+            // The notifier verifies the gateway's tokens and serves the same web app.
+            shared: SharedArgs {
                 jwt_secret: Some(secret),
+                allowed_origins,
             },
         },
         token.clone(),

@@ -69,28 +69,8 @@ fn cors_layer(origins: &[HeaderValue]) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Parses `ALLOWED_ORIGINS` entries. `*` and paths are refused: an origin is a scheme and a host.
-pub fn parse_origins(raw: &[String]) -> anyhow::Result<Vec<HeaderValue>> {
-    raw.iter()
-        .map(|o| o.trim())
-        .filter(|o| !o.is_empty())
-        .map(|origin| {
-            let host = origin
-                .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            match host {
-                Some(host) if !host.is_empty() && !host.contains(['/', '*']) => {
-                    HeaderValue::from_str(origin).map_err(|_| {
-                        anyhow::anyhow!("ALLOWED_ORIGINS: {origin:?} is not a valid header value")
-                    })
-                }
-                _ => anyhow::bail!(
-                    "ALLOWED_ORIGINS: {origin:?} is not an origin such as https://app.example.com"
-                ),
-            }
-        })
-        .collect()
-}
+/// Shared with the notifier, whose streams answer the same browser origins.
+pub use leadflow_platform::http::parse_origins;
 
 /// 413 before reading a body that announces itself too large; a body that turns out too large
 /// while streaming fails the extractor with 413 as well.

@@ -9,30 +9,46 @@ use uuid::Uuid;
 
 use crate::{error::StreamError, state::AppState};
 
+/// Who a stream is for, and what its credentials must still stand for while it is open.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: Uuid,
+    pub role: String,
+    /// Unix seconds: when the token (or ticket) was issued.
+    pub issued_at: i64,
+}
+
+impl Principal {
+    /// Whether the user is still active, in the same role, and not signed out since (the
+    /// gateway's rule, cached for a few seconds).
+    pub async fn still_stands(&self, state: &AppState) -> Result<bool, StreamError> {
+        Ok(state
+            .sessions
+            .still_valid(&state.platform.db, self.user, &self.role, self.issued_at)
+            .await?)
+    }
+}
+
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     ticket: Option<&str>,
-) -> Result<Uuid, StreamError> {
+) -> Result<Principal, StreamError> {
     if let Some(token) = bearer(headers) {
         let verified = state.tokens.verify(token).ok_or(StreamError::Unauthorized(
             "The access token is invalid or expired.",
         ))?;
-        let valid = state
-            .sessions
-            .still_valid(
-                &state.platform.db,
-                verified.user_id,
-                &verified.role,
-                verified.issued_at,
-            )
-            .await?;
-        if !valid {
+        let principal = Principal {
+            user: verified.user_id,
+            role: verified.role,
+            issued_at: verified.issued_at,
+        };
+        if !principal.still_stands(state).await? {
             return Err(StreamError::Unauthorized(
                 "Your access changed or your session ended; sign in again.",
             ));
         }
-        return Ok(verified.user_id);
+        return Ok(principal);
     }
     if let Some(ticket) = ticket {
         return redeem(state, ticket).await;
@@ -55,20 +71,27 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Uses the ticket up in one statement, so two connections racing with one ticket cannot both
 /// win. A ticket of a user deactivated or signed out since it was issued does not count.
-async fn redeem(state: &AppState, ticket: &str) -> Result<Uuid, StreamError> {
+async fn redeem(state: &AppState, ticket: &str) -> Result<Principal, StreamError> {
     let hash = Sha256::digest(ticket.trim().as_bytes()).to_vec();
     let mut conn = state.platform.db.acquire().await?;
-    let user: Option<Uuid> = sqlx::query_scalar(
+    let found: Option<(Uuid, String, i64)> = sqlx::query_as(
         "update stream_tickets t set used_at = now()
          from users u
          where t.ticket_hash = $1 and t.used_at is null and t.expires_at > now()
            and u.id = t.user_id and u.active and t.created_at >= u.sessions_valid_after
-         returning t.user_id",
+         returning t.user_id, u.role, floor(extract(epoch from t.created_at))::bigint",
     )
     .bind(&hash)
     .fetch_optional(&mut *conn)
     .await?;
-    user.ok_or(StreamError::Unauthorized(
-        "The ticket is unknown, expired or already used; ask for a new one.",
-    ))
+    // From here on the ticket's stream answers to the same rule as a token issued when it was.
+    found
+        .map(|(user, role, issued_at)| Principal {
+            user,
+            role,
+            issued_at,
+        })
+        .ok_or(StreamError::Unauthorized(
+            "The ticket is unknown, expired or already used; ask for a new one.",
+        ))
 }

@@ -12,6 +12,9 @@ pub enum StreamError {
     /// 401: no credentials, a forged or expired token, a revoked session, or a used ticket.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// 429: the user already has `NOTIFY_MAX_CONNECTIONS_PER_USER` streams open on this process.
+    #[error("too many open streams")]
+    TooManyConnections,
     /// 400: a malformed `Last-Event-ID` or query.
     #[error("{0}")]
     BadRequest(String),
@@ -55,6 +58,15 @@ impl IntoResponse for StreamError {
                     HeaderValue::from_static("Bearer realm=\"leadflow\""),
                 );
                 response
+            }
+            StreamError::TooManyConnections => {
+                let mut problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-streams",
+                    "You have too many notification streams open; close one (other tabs or devices) and retry.",
+                );
+                problem.retry_after = Some(5);
+                problem.into_response()
             }
             StreamError::BadRequest(detail) => {
                 Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail.clone()).into_response()

@@ -10,16 +10,22 @@ use crate::{metrics::NotifierMetrics, webhooks};
 
 pub async fn refresh(platform: Arc<Platform>, metrics: NotifierMetrics) {
     let token = platform.shutdown_token();
+    let mut tickets_cleared: Option<std::time::Instant> = None;
     loop {
         let depth = match platform.db.pool().acquire().await {
             Ok(mut conn) => webhooks::queue_depth(&mut conn).await.ok(),
             Err(_) => None,
         };
-        // Spent and stale stream tickets; the gateway also drops a user's own when issuing one.
-        let _ =
-            sqlx::query("delete from stream_tickets where expires_at < now() - interval '1 hour'")
-                .execute(platform.db.pool())
-                .await;
+        // Spent and stale stream tickets, once a minute; the gateway also drops a user's own
+        // when issuing one.
+        if tickets_cleared.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60)) {
+            let _ = sqlx::query(
+                "delete from stream_tickets where expires_at < now() - interval '1 hour'",
+            )
+            .execute(platform.db.pool())
+            .await;
+            tickets_cleared = Some(std::time::Instant::now());
+        }
         let mail = match platform.db.pool().acquire().await {
             Ok(mut conn) => crate::email::queue_depth(&mut conn).await.ok(),
             Err(_) => None,

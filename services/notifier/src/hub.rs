@@ -59,6 +59,8 @@ pub struct Hub {
     conns: RwLock<HashMap<Uuid, Vec<Conn>>>,
     next_id: AtomicU64,
     buffer: usize,
+    /// Open connections one user may have on this process: a bound on what one account can hold.
+    max_per_user: usize,
     metrics: NotifierMetrics,
 }
 
@@ -83,36 +85,40 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    pub fn new(buffer: usize, metrics: NotifierMetrics) -> Arc<Self> {
+    pub fn new(buffer: usize, max_per_user: usize, metrics: NotifierMetrics) -> Arc<Self> {
         Arc::new(Self {
             conns: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             buffer: buffer.max(1),
+            max_per_user: max_per_user.max(1),
             metrics,
         })
     }
 
-    /// Registers a connection for `user`; from now on it receives every push for them.
-    pub fn subscribe(self: &Arc<Self>, user: Uuid, transport: Transport) -> Subscription {
+    /// Registers a connection for `user`; from now on it receives every push for them. `None`
+    /// when the user already has as many connections here as allowed.
+    pub fn subscribe(self: &Arc<Self>, user: Uuid, transport: Transport) -> Option<Subscription> {
         let (tx, rx) = mpsc::channel(self.buffer);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.conns
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(user)
-            .or_default()
-            .push(Conn { id, transport, tx });
+        {
+            let mut conns = self.conns.write().unwrap_or_else(|e| e.into_inner());
+            let list = conns.entry(user).or_default();
+            if list.len() >= self.max_per_user {
+                return None;
+            }
+            list.push(Conn { id, transport, tx });
+        }
         self.metrics
             .connections
             .with_label_values(&[transport.as_str()])
             .inc();
-        Subscription {
+        Some(Subscription {
             hub: self.clone(),
             user,
             id,
             transport,
             rx,
-        }
+        })
     }
 
     fn remove(&self, user: Uuid, ids: &[u64]) {
@@ -270,7 +276,7 @@ mod tests {
 
     fn hub(buffer: usize) -> Arc<Hub> {
         let metrics = NotifierMetrics::register(&prometheus::Registry::new()).expect("metrics");
-        Hub::new(buffer, metrics)
+        Hub::new(buffer, 3, metrics)
     }
 
     fn frame(seq: i64) -> Frame {
@@ -284,9 +290,9 @@ mod tests {
     async fn pushes_reach_only_the_users_own_connections() {
         let hub = hub(8);
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-        let mut a1 = hub.subscribe(alice, Transport::Sse);
-        let mut a2 = hub.subscribe(alice, Transport::Ws);
-        let mut b = hub.subscribe(bob, Transport::Sse);
+        let mut a1 = hub.subscribe(alice, Transport::Sse).expect("room");
+        let mut a2 = hub.subscribe(alice, Transport::Ws).expect("room");
+        let mut b = hub.subscribe(bob, Transport::Sse).expect("room");
         hub.dispatch(alice, &frame(1), None);
         assert_eq!(a1.rx.recv().await.map(|f| f.seq), Some(1));
         assert_eq!(a2.rx.recv().await.map(|f| f.seq), Some(1));
@@ -296,11 +302,27 @@ mod tests {
         assert_eq!(hub.len(), 2, "a closed connection unregisters itself");
     }
 
+    #[test]
+    fn one_user_cannot_hold_more_than_their_share_of_connections() {
+        let hub = hub(8);
+        let user = Uuid::new_v4();
+        let held: Vec<_> = (0..3)
+            .map(|_| hub.subscribe(user, Transport::Sse).expect("room"))
+            .collect();
+        assert!(hub.subscribe(user, Transport::Ws).is_none());
+        assert!(
+            hub.subscribe(Uuid::new_v4(), Transport::Ws).is_some(),
+            "others are not affected"
+        );
+        drop(held);
+        assert!(hub.subscribe(user, Transport::Ws).is_some());
+    }
+
     #[tokio::test]
     async fn a_client_that_falls_behind_is_dropped_not_buffered() {
         let hub = hub(2);
         let user = Uuid::new_v4();
-        let mut slow = hub.subscribe(user, Transport::Sse);
+        let mut slow = hub.subscribe(user, Transport::Sse).expect("room");
         for seq in 1..=5 {
             hub.dispatch(user, &frame(seq), None);
         }

@@ -18,6 +18,8 @@ pub struct Inner {
     pub hub: Arc<Hub>,
     /// Idle streams get a heartbeat this often, so proxies do not cut them.
     pub heartbeat: Duration,
+    /// How often an open stream re-checks that its user's access still stands.
+    pub recheck: Duration,
 }
 
 impl AppState {

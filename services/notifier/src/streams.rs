@@ -11,7 +11,7 @@ use axum::{
         Query, State,
         ws::{Message, WebSocket, WebSocketUpgrade},
     },
-    http::HeaderMap,
+    http::{HeaderMap, HeaderName, HeaderValue, Method, header},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -21,10 +21,10 @@ use axum::{
 use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
-    auth::authenticate,
+    auth::{Principal, authenticate},
     error::StreamError,
     hub::{Frame, Subscription, Transport},
     state::AppState,
@@ -37,11 +37,26 @@ const RESUME_MAX: usize = 10_000;
 /// A WebSocket write that takes longer than this means the client is not reading: drop it.
 const WS_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState, allowed_origins: &[HeaderValue]) -> Router {
+    let router = Router::new()
         .route("/api/notifications/stream", get(sse))
         .route("/api/notifications/ws", get(ws))
-        .with_state(state)
+        .with_state(state);
+    if allowed_origins.is_empty() {
+        return router;
+    }
+    // EventSource from the web app's origin is a cross-origin request; bearer tokens and tickets,
+    // never cookies, so no credentials.
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed_origins.iter().cloned()))
+            .allow_methods([Method::GET, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,16 +91,25 @@ struct Feed {
     skip_upto: i64,
     subscription: Subscription,
     shutdown: CancellationToken,
+    /// Open streams are re-checked now and then, so a deactivated or signed-out user stops
+    /// receiving without having to reconnect first.
+    principal: Principal,
+    state: AppState,
+    recheck: tokio::time::Interval,
 }
 
 impl Feed {
     async fn open(
         state: &AppState,
-        user: Uuid,
+        principal: Principal,
         resume_after: Option<i64>,
         transport: Transport,
     ) -> Result<Self, StreamError> {
-        let subscription = state.hub.subscribe(user, transport);
+        let user = principal.user;
+        let subscription = state
+            .hub
+            .subscribe(user, transport)
+            .ok_or(StreamError::TooManyConnections)?;
         let mut backlog = VecDeque::new();
         let mut skip_upto = 0;
         if let Some(mut after) = resume_after {
@@ -106,15 +130,22 @@ impl Feed {
             }
             skip_upto = after;
         }
+        let mut recheck = tokio::time::interval(state.recheck);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.reset();
         Ok(Self {
             backlog,
             skip_upto,
             subscription,
             shutdown: state.platform.shutdown_token(),
+            principal,
+            state: state.clone(),
+            recheck,
         })
     }
 
-    /// The next frame; `None` when the process shuts down or the hub dropped a slow connection.
+    /// The next frame; `None` when the process shuts down, the hub dropped a slow connection, or
+    /// the user's access ended.
     async fn next(&mut self) -> Option<Frame> {
         if let Some(frame) = self.backlog.pop_front() {
             return Some(frame);
@@ -123,6 +154,14 @@ impl Feed {
             let frame = tokio::select! {
                 () = self.shutdown.cancelled() => return None,
                 frame = self.subscription.rx.recv() => frame?,
+                _ = self.recheck.tick() => {
+                    // A database outage is not a reason to cut users off: keep the stream then.
+                    if let Ok(false) = self.principal.still_stands(&self.state).await {
+                        tracing::info!(user = %self.principal.user, "closing a stream: the user's access ended");
+                        return None;
+                    }
+                    continue;
+                }
             };
             if frame.seq > self.skip_upto {
                 return Some(frame);
@@ -137,8 +176,8 @@ async fn sse(
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, StreamError> {
     let resume = resume_point(&headers, &query)?;
-    let user = authenticate(&state, &headers, query.ticket.as_deref()).await?;
-    let feed = Feed::open(&state, user, resume, Transport::Sse).await?;
+    let principal = authenticate(&state, &headers, query.ticket.as_deref()).await?;
+    let feed = Feed::open(&state, principal, resume, Transport::Sse).await?;
     let events = futures::stream::unfold(feed, |mut feed| async move {
         let frame = feed.next().await?;
         let event = Event::default()
@@ -165,8 +204,8 @@ async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, StreamError> {
     let resume = resume_point(&headers, &query)?;
-    let user = authenticate(&state, &headers, query.ticket.as_deref()).await?;
-    let feed = Feed::open(&state, user, resume, Transport::Ws).await?;
+    let principal = authenticate(&state, &headers, query.ticket.as_deref()).await?;
+    let feed = Feed::open(&state, principal, resume, Transport::Ws).await?;
     let heartbeat = state.heartbeat;
     Ok(upgrade
         .max_message_size(64 * 1024)

@@ -51,6 +51,8 @@ pub struct Deliverer {
     pub http: reqwest::Client,
     /// Woken when this process queued deliveries, so they go out without waiting for the poll.
     pub wake: Arc<Notify>,
+    /// Set when `SMTP_URL` is: the owner of a disabled webhook is e-mailed too.
+    pub email_queued: Option<Arc<Notify>>,
 }
 
 /// The HTTP client for webhooks: no redirects (a 3xx is a failure to fix, not to follow).
@@ -317,7 +319,15 @@ impl Deliverer {
                         }
                         None => Vec::new(),
                     };
+                    let mut mailed = 0;
+                    if self.email_queued.is_some() {
+                        let refs: Vec<&store::Notification> = told.iter().collect();
+                        mailed = crate::email::enqueue(&mut tx, &refs).await?;
+                    }
                     tx.commit().await?;
+                    if let (true, Some(wake)) = (mailed > 0, &self.email_queued) {
+                        wake.notify_one();
+                    }
                     for n in told {
                         let _ = hub::publish(
                             &self.platform,

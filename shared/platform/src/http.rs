@@ -140,3 +140,26 @@ pub async fn serve(
         }
     }
 }
+
+/// Parses `ALLOWED_ORIGINS` entries. `*` and paths are refused: an origin is a scheme and a host.
+pub fn parse_origins(raw: &[String]) -> anyhow::Result<Vec<HeaderValue>> {
+    raw.iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .map(|origin| {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            match host {
+                Some(host) if !host.is_empty() && !host.contains(['/', '*']) => {
+                    HeaderValue::from_str(origin).map_err(|_| {
+                        anyhow::anyhow!("ALLOWED_ORIGINS: {origin:?} is not a valid header value")
+                    })
+                }
+                _ => anyhow::bail!(
+                    "ALLOWED_ORIGINS: {origin:?} is not an origin such as https://app.example.com"
+                ),
+            }
+        })
+        .collect()
+}

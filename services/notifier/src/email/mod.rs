@@ -180,6 +180,32 @@ pub async fn enqueue(conn: &mut PgConnection, written: &[&Notification]) -> sqlx
     Ok(queued)
 }
 
+/// Starts the sender when `SMTP_URL` is set; returns what wakes it (`None`: no e-mail).
+pub fn start(
+    platform: &Arc<Platform>,
+    metrics: &NotifierMetrics,
+    args: &EmailArgs,
+) -> anyhow::Result<Option<Arc<Notify>>> {
+    let Some(url) = &args.smtp_url else {
+        platform.set_health_section("smtp", json!({"configured": false}));
+        return Ok(None);
+    };
+    let wake = Arc::new(Notify::new());
+    let sender = Sender::new(
+        platform.clone(),
+        metrics.clone(),
+        args,
+        url.clone(),
+        wake.clone(),
+    )?;
+    platform.set_health_section(
+        "smtp",
+        json!({"configured": true, "server": url.redacted(), "status": "unknown"}),
+    );
+    platform.spawn(Arc::new(sender).run());
+    Ok(Some(wake))
+}
+
 /// Mail waiting to be sent (not sent, not refused for good).
 pub async fn queue_depth(conn: &mut PgConnection) -> sqlx::Result<i64> {
     sqlx::query_scalar(

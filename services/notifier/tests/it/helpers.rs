@@ -439,6 +439,7 @@ impl Receiver {
 
 /// A tiny SMTP server speaking just enough of the protocol for a client to hand it mail.
 pub struct SmtpServer {
+    pub addr: std::net::SocketAddr,
     pub messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -449,6 +450,7 @@ impl SmtpServer {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind SMTP port");
+        let addr = listener.local_addr().expect("address");
         let messages: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
         let store = messages.clone();
         let task = tokio::spawn(async move {
@@ -492,7 +494,11 @@ impl SmtpServer {
                 });
             }
         });
-        Self { messages, task }
+        Self {
+            addr,
+            messages,
+            task,
+        }
     }
 
     pub fn received(&self) -> Vec<String> {

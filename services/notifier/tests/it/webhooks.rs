@@ -8,7 +8,7 @@ use leadflow_testkit::eventually;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::helpers::{Auth, Receiver, SseClient, TestApp};
+use crate::helpers::{Auth, Receiver, SmtpServer, SseClient, TestApp};
 
 async fn register(app: &TestApp, admin_token: &str, url: &str, types: Value) -> (String, String) {
     let (status, hook) = app
@@ -133,6 +133,8 @@ async fn a_receiver_sees_a_correctly_signed_request_and_a_failing_one_gets_it_on
 
 #[tokio::test]
 async fn an_endpoint_failing_for_long_is_disabled_and_its_owner_told() {
+    let smtp = SmtpServer::start_on(leadflow_testkit::closed_port().await).await;
+    let smtp_url = format!("smtp://{}", smtp.addr);
     let app = TestApp::spawn_with(
         1,
         &[
@@ -140,6 +142,8 @@ async fn an_endpoint_failing_for_long_is_disabled_and_its_owner_told() {
             "50ms",
             "--webhook-disable-after",
             "0s",
+            "--smtp-url",
+            &smtp_url,
         ],
     )
     .await;
@@ -166,6 +170,13 @@ async fn an_endpoint_failing_for_long_is_disabled_and_its_owner_told() {
         hooks[0].get("secret").is_none(),
         "the secret is shown only at creation"
     );
+    let mail = eventually(Duration::from_secs(5), "the owner's e-mail", || async {
+        smtp.received()
+            .into_iter()
+            .find(|m| m.contains("A webhook was disabled"))
+    })
+    .await;
+    assert!(mail.contains("answered 500"), "{mail}");
     let tries = down.count();
     assert_eq!(tries, 3);
     tokio::time::sleep(Duration::from_millis(500)).await;
