@@ -117,6 +117,7 @@ impl fmt::Debug for SmtpUrl {
 
 /// Least time between retries of one mail, and most.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Least time a claimed batch stays reserved to the process that claimed it.
 const LEASE: Duration = Duration::from_secs(120);
 const BATCH: i64 = 20;
 const POLL: Duration = Duration::from_millis(500);
@@ -222,6 +223,8 @@ pub struct Sender {
     pub from: Mailbox,
     pub url: SmtpUrl,
     pub retry_base: Duration,
+    /// How long a claimed batch stays reserved.
+    pub lease: Duration,
     pub wake: Arc<Notify>,
 }
 
@@ -245,6 +248,9 @@ impl Sender {
             from: args.smtp_from.clone(),
             url,
             retry_base: args.email_retry_base,
+            // A batch is sent one mail after another: reserve it for as long as that can take, so
+            // another notifier does not claim (and send) its last mails while they are being sent.
+            lease: LEASE.max(args.smtp_timeout * (BATCH as u32 + 1)),
             wake,
         })
     }
@@ -288,7 +294,7 @@ impl Sender {
              returning e.id, e.recipient, e.subject, e.text_body, e.html_body, e.attempts",
         )
         .bind(BATCH)
-        .bind(LEASE.as_secs_f64())
+        .bind(self.lease.as_secs_f64())
         .fetch_all(self.platform.db.pool())
         .await
     }
@@ -300,7 +306,7 @@ impl Sender {
                 .send(message)
                 .await
                 .map(|_| ())
-                .map_err(|e| (e.is_permanent(), leadflow_platform::error_chain(&e))),
+                .map_err(|e| (refused(&e), leadflow_platform::error_chain(&e))),
             Err(e) => Err((true, e)),
         };
         let pool = self.platform.db.pool();
@@ -403,4 +409,14 @@ mod tests {
             .expect_err("refused");
         assert!(!err.contains("s3cr3t"), "{err}");
     }
+}
+
+/// Whether the server refused this mail for good. Only refusals of the message or its recipient
+/// count: a server that wants authentication or TLS first (530, 534, 535, 538) refuses every mail
+/// alike, which is a configuration problem to retry through, like an outage.
+fn refused(error: &lettre::transport::smtp::Error) -> bool {
+    let server_wide = error
+        .status()
+        .is_some_and(|code| matches!(u16::from(code), 530 | 534 | 535 | 538));
+    error.is_permanent() && !server_wide
 }

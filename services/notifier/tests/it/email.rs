@@ -94,3 +94,39 @@ async fn mail_waits_out_an_smtp_outage_and_then_reaches_the_server_once() {
     assert_eq!(server.received().len(), 1, "sent once");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_server_that_wants_authentication_delays_mail_instead_of_discarding_it() {
+    let port = closed_port().await;
+    let server = SmtpServer::start_on(port).await;
+    *server.mail_reply.lock().expect("lock") = Some("530 5.7.0 Authentication required\r\n");
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let app =
+        TestApp::spawn_with(1, &["--smtp-url", &smtp_url, "--email-retry-base", "100ms"]).await;
+    let manager = app.user("manager").await;
+    let rep = app.user("sales_rep").await;
+    app.assign_new_lead(&manager, rep.id).await;
+
+    eventually(Duration::from_secs(10), "refused attempts", || async {
+        let retried = app
+            .count("select count(*) from email_queue where attempts >= 2 and failed_at is null and sent_at is null")
+            .await;
+        (retried == 1).then_some(())
+    })
+    .await;
+
+    // The operator fixes the credentials: the mail still goes out.
+    *server.mail_reply.lock().expect("lock") = None;
+    eventually(
+        Duration::from_secs(15),
+        "the mail once accepted",
+        || async { (server.received().len() == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        app.count("select count(*) from email_queue where sent_at is not null")
+            .await,
+        1
+    );
+    app.stop().await;
+}

@@ -441,6 +441,8 @@ impl Receiver {
 pub struct SmtpServer {
     pub addr: std::net::SocketAddr,
     pub messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// While set, the reply to `MAIL FROM` (e.g. a 530 "authenticate first").
+    pub mail_reply: std::sync::Arc<std::sync::Mutex<Option<&'static str>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -452,10 +454,13 @@ impl SmtpServer {
             .expect("bind SMTP port");
         let addr = listener.local_addr().expect("address");
         let messages: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let mail_reply: std::sync::Arc<std::sync::Mutex<Option<&'static str>>> = Default::default();
         let store = messages.clone();
+        let refusal = mail_reply.clone();
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let store = store.clone();
+                let refusal = refusal.clone();
                 tokio::spawn(async move {
                     let (read, mut write) = socket.into_split();
                     let mut lines = BufReader::new(read).lines();
@@ -466,8 +471,10 @@ impl SmtpServer {
                             .next()
                             .unwrap_or_default()
                             .to_ascii_uppercase();
+                        let refused = *refusal.lock().expect("lock");
                         let reply: &[u8] = match verb.as_str() {
                             "EHLO" | "HELO" => b"250 test.local\r\n",
+                            "MAIL" if refused.is_some() => refused.unwrap_or_default().as_bytes(),
                             "DATA" => {
                                 let _ = write.write_all(b"354 end with .\r\n").await;
                                 let mut data = String::new();
@@ -497,6 +504,7 @@ impl SmtpServer {
         Self {
             addr,
             messages,
+            mail_reply,
             task,
         }
     }
