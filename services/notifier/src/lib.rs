@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 mod auth;
+pub mod egress;
 pub mod email;
 mod error;
 mod health;
@@ -134,7 +135,10 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
     let deliverer = Arc::new(webhooks::Deliverer {
         platform: platform.clone(),
         metrics: metrics.clone(),
-        http: webhooks::client(config.notifier.webhooks.webhook_timeout)?,
+        http: webhooks::client(
+            config.notifier.webhooks.webhook_timeout,
+            config.notifier.webhooks.webhook_allow_private,
+        )?,
         settings: config.notifier.webhooks.clone(),
         wake: webhooks_queued.clone(),
         email_queued: email_queued.clone(),

@@ -34,12 +34,21 @@ pub struct WebhookArgs {
     /// An endpoint failing with no success for this long (and at least 3 times in a row) is disabled.
     #[arg(long, env = "WEBHOOK_DISABLE_AFTER", default_value = "24h", value_parser = leadflow_platform::config::parse_duration)]
     pub webhook_disable_after: Duration,
+    /// Let webhooks reach loopback, private and link-local addresses (off: only public ones).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
 }
 
 const BATCH: i64 = 32;
 /// How long a claimed delivery is reserved for the process that claimed it; a crash mid-send
 /// makes it due again after this.
 const LEASE: Duration = Duration::from_secs(120);
+
+/// How long a claimed batch is reserved: deliveries go out one after another, so long enough for
+/// a whole batch of timeouts, or another notifier would claim (and send) its last ones meanwhile.
+fn lease(timeout: Duration) -> Duration {
+    LEASE.max(timeout * (BATCH as u32 + 1))
+}
 const POLL: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const MIN_FAILURES_TO_DISABLE: i32 = 3;
@@ -56,8 +65,13 @@ pub struct Deliverer {
 }
 
 /// The HTTP client for webhooks: no redirects (a 3xx is a failure to fix, not to follow).
-pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+pub fn client(timeout: Duration, allow_private: bool) -> reqwest::Result<reqwest::Client> {
+    let builder = if allow_private {
+        reqwest::Client::builder()
+    } else {
+        reqwest::Client::builder().dns_resolver(std::sync::Arc::new(crate::egress::PublicOnly))
+    };
+    builder
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
@@ -161,7 +175,7 @@ impl Deliverer {
              returning d.id, d.webhook_id, d.payload, d.attempts, w.url, w.secret",
         )
         .bind(BATCH)
-        .bind(LEASE.as_secs_f64())
+        .bind(lease(self.settings.webhook_timeout).as_secs_f64())
         .fetch_all(self.platform.db.pool())
         .await?;
         Ok(rows
@@ -201,6 +215,15 @@ impl Deliverer {
         let body = due.payload.to_string();
         let msg_id = format!("msg_{}", due.id.simple());
         let timestamp = OffsetDateTime::now_utc().unix_timestamp();
+        if let Some(error) = (!self.settings.webhook_allow_private)
+            .then(|| crate::egress::refusal(&due.url))
+            .flatten()
+        {
+            return Outcome::Failed {
+                status: None,
+                error,
+            };
+        }
         let Some(signature) = sign(&due.secret, &msg_id, timestamp, &body) else {
             return Outcome::Failed {
                 status: None,

@@ -59,7 +59,17 @@ fn verify(secret: &str, headers: &axum::http::HeaderMap, body: &str) -> bool {
 
 #[tokio::test]
 async fn a_receiver_sees_a_correctly_signed_request_and_a_failing_one_gets_it_on_the_third_try() {
-    let app = TestApp::spawn_with(1, &["--webhook-retry-base", "100ms"]).await;
+    // The receivers listen on loopback, which webhooks may reach only when allowed to.
+    let app = TestApp::spawn_with(
+        1,
+        &[
+            "--webhook-retry-base",
+            "100ms",
+            "--webhook-allow-private",
+            "true",
+        ],
+    )
+    .await;
     let admin = app.user("admin").await;
     let manager = app.user("manager").await;
     let rep = app.user("sales_rep").await;
@@ -138,6 +148,8 @@ async fn an_endpoint_failing_for_long_is_disabled_and_its_owner_told() {
     let app = TestApp::spawn_with(
         1,
         &[
+            "--webhook-allow-private",
+            "true",
             "--webhook-retry-base",
             "50ms",
             "--webhook-disable-after",
@@ -199,5 +211,31 @@ async fn an_endpoint_failing_for_long_is_disabled_and_its_owner_told() {
         || async { (down.count() > tries).then_some(()) },
     )
     .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_to_inside_addresses_are_refused_unless_allowed() {
+    let app = TestApp::spawn_with(1, &["--webhook-retry-base", "100ms"]).await;
+    let admin = app.user("admin").await;
+    let manager = app.user("manager").await;
+    let rep = app.user("sales_rep").await;
+    let inside = Receiver::start(vec![]).await;
+    let by_name = inside.url.replace("127.0.0.1", "localhost");
+    let (literal_id, _) = register(&app, &admin.token, &inside.url, json!([])).await;
+    let (named_id, _) = register(&app, &admin.token, &by_name, json!([])).await;
+
+    app.assign_new_lead(&manager, rep.id).await;
+    for id in [literal_id, named_id] {
+        let path = format!("/api/webhooks/{id}/deliveries");
+        let log = eventually(Duration::from_secs(10), "a refused attempt", || async {
+            let (_, log) = app.call("GET", &path, &admin.token, None).await;
+            let error = log[0]["attempt_log"][0]["error"].as_str()?.to_owned();
+            Some(error)
+        })
+        .await;
+        assert!(log.contains("WEBHOOK_ALLOW_PRIVATE"), "{log}");
+    }
+    assert_eq!(inside.count(), 0, "nothing reached the inside address");
     app.stop().await;
 }
