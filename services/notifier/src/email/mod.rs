@@ -393,6 +393,16 @@ struct Queued {
     attempts: i32,
 }
 
+/// Whether the server refused this mail for good. Only refusals of the message or its recipient
+/// count: a server that wants authentication or TLS first (530, 534, 535, 538) refuses every mail
+/// alike, which is a configuration problem to retry through, like an outage.
+fn refused(error: &lettre::transport::smtp::Error) -> bool {
+    let server_wide = error
+        .status()
+        .is_some_and(|code| matches!(u16::from(code), 530 | 534 | 535 | 538));
+    error.is_permanent() && !server_wide
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,14 +419,4 @@ mod tests {
             .expect_err("refused");
         assert!(!err.contains("s3cr3t"), "{err}");
     }
-}
-
-/// Whether the server refused this mail for good. Only refusals of the message or its recipient
-/// count: a server that wants authentication or TLS first (530, 534, 535, 538) refuses every mail
-/// alike, which is a configuration problem to retry through, like an outage.
-fn refused(error: &lettre::transport::smtp::Error) -> bool {
-    let server_wide = error
-        .status()
-        .is_some_and(|code| matches!(u16::from(code), 530 | 534 | 535 | 538));
-    error.is_permanent() && !server_wide
 }
