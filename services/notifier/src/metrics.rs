@@ -42,7 +42,7 @@ impl NotifierMetrics {
         )?;
         let webhook_queue = IntGauge::new(
             "webhook_deliveries_pending",
-            "Webhook deliveries waiting for a first try or a retry.",
+            "Webhook deliveries of active webhooks waiting for a first try or a retry.",
         )?;
         let email_queue = IntGauge::new("email_queue_pending", "E-mails waiting to be sent.")?;
         registry.register(Box::new(delivered.clone()))?;

@@ -155,8 +155,11 @@ impl Feed {
                 () = self.shutdown.cancelled() => return None,
                 frame = self.subscription.rx.recv() => frame?,
                 _ = self.recheck.tick() => {
-                    // A database outage is not a reason to cut users off: keep the stream then.
-                    if let Ok(false) = self.principal.still_stands(&self.state).await {
+                    // Boxed: every idle connection holds this future's state while it waits, and
+                    // inline the database lookup would make each one kilobytes larger. A database
+                    // outage is not a reason to cut users off: the stream stays open then.
+                    let check = Box::pin(self.principal.still_stands(&self.state));
+                    if let Ok(false) = check.await {
                         tracing::info!(user = %self.principal.user, "closing a stream: the user's access ended");
                         return None;
                     }

@@ -368,10 +368,12 @@ impl Deliverer {
     }
 }
 
-/// Pending deliveries, for the queue-depth gauge and health.
+/// Deliveries waiting to be sent (those of disabled webhooks wait for a re-enable and are not
+/// counted), and how many webhooks are disabled: the queue-depth gauge and health.
 pub async fn queue_depth(conn: &mut PgConnection) -> sqlx::Result<(i64, i64)> {
     sqlx::query_as(
-        "select (select count(*) from webhook_deliveries where status = 'pending'),
+        "select (select count(*) from webhook_deliveries d join webhooks w on w.id = d.webhook_id
+                 where d.status = 'pending' and w.active),
                 (select count(*) from webhooks where not active and disabled_at is not null)",
     )
     .fetch_one(conn)
