@@ -584,10 +584,14 @@ pub async fn rescore_many(
         .map(|(_, _, s)| serde_json::to_value(&s.breakdown).unwrap_or_default())
         .collect();
     let trigger_ids: Vec<Option<Uuid>> = scored.iter().map(|(_, t, _)| *t).collect();
+    // `created_at` is the insert's own time, not the transaction's start (`now()`): batches for a
+    // lead take turns on its lock, and the one that started first may commit second, with the
+    // fuller score. Ordering history by start time would make the older score look current.
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "insert into lead_scores (id, lead_id, total, engagement, buying_signal, demographic, tier, confidence,
-                                  confidence_value, breakdown, model_version, trigger_event_id)
-         select id, lead_id, total, engagement, buying_signal, demographic, tier, confidence, confidence_value, breakdown, $11, trigger
+                                  confidence_value, breakdown, model_version, trigger_event_id, created_at)
+         select id, lead_id, total, engagement, buying_signal, demographic, tier, confidence, confidence_value, breakdown, $11, trigger,
+                clock_timestamp()
          from unnest($1::uuid[], $2::uuid[], $3::int2[], $4::float4[], $5::float4[], $6::float4[], $7::text[], $8::text[],
                      $9::float4[], $10::jsonb[], $12::uuid[])
               as t(id, lead_id, total, engagement, buying_signal, demographic, tier, confidence, confidence_value, breakdown, trigger)
