@@ -46,6 +46,14 @@ const LEASE: Duration = Duration::from_secs(120);
 
 /// How long a claimed batch is reserved: deliveries go out one after another, so long enough for
 /// a whole batch of timeouts, or another notifier would claim (and send) its last ones meanwhile.
+/// `https://hooks.example.com/...` → `hooks.example.com`.
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn lease(timeout: Duration) -> Duration {
     LEASE.max(timeout * (BATCH as u32 + 1))
 }
@@ -336,7 +344,8 @@ impl Deliverer {
                             let planned = crate::recipients::Planned {
                                 user_id: owner,
                                 kind: "webhook.disabled",
-                                payload: json!({"webhook_id": due.webhook_id, "url": url, "last_error": error}),
+                                // The host only: the rest of the URL may carry the receiver's token.
+                                payload: json!({"webhook_id": due.webhook_id, "host": host_of(&url), "last_error": error}),
                             };
                             store::insert(&mut tx, Uuid::now_v7(), &[planned]).await?
                         }

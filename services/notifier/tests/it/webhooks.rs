@@ -175,6 +175,12 @@ async fn an_endpoint_failing_for_long_is_disabled_and_its_owner_told() {
         .expect("owner told");
     assert_eq!(told.data["kind"], "webhook.disabled");
     assert_eq!(told.data["payload"]["webhook_id"], json!(id));
+    assert_eq!(told.data["payload"]["host"], "127.0.0.1");
+    assert!(
+        !told.data.to_string().contains("/hook"),
+        "no URL path (it may hold the receiver's token): {}",
+        told.data
+    );
     let (_, hooks) = app.call("GET", "/api/webhooks", &admin.token, None).await;
     assert_eq!(hooks[0]["active"], false);
     assert!(hooks[0]["disabled_at"].is_string());
