@@ -221,6 +221,9 @@ async fn ws_session(socket: WebSocket, mut feed: Feed, heartbeat: Duration) {
     let (mut sink, mut incoming) = socket.split();
     let mut ping = tokio::time::interval(heartbeat);
     ping.tick().await;
+    // Browsers answer pings by themselves: a peer silent for two heartbeats is gone (a laptop
+    // closed, a network dropped without a FIN) and its connection is not kept open for TCP to notice.
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         let outgoing = tokio::select! {
             frame = feed.next() => match frame {
@@ -234,11 +237,19 @@ async fn ws_session(socket: WebSocket, mut feed: Feed, heartbeat: Duration) {
                     return;
                 }
             },
-            _ = ping.tick() => Message::Ping(Default::default()),
+            _ = ping.tick() => {
+                if last_heard.elapsed() > heartbeat * 2 {
+                    return;
+                }
+                Message::Ping(Default::default())
+            }
             message = incoming.next() => match message {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                // Pongs and anything the client says are not needed: the stream is one-way.
-                Some(Ok(_)) => continue,
+                // Only that the client is there matters: the stream is one-way.
+                Some(Ok(_)) => {
+                    last_heard = tokio::time::Instant::now();
+                    continue;
+                }
             },
         };
         match tokio::time::timeout(WS_SEND_TIMEOUT, sink.send(outgoing)).await {

@@ -734,3 +734,43 @@ async fn the_web_apps_origin_may_open_streams_and_others_get_no_cors_headers() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_websocket_peer_that_stops_answering_pings_is_let_go() {
+    let app = TestApp::spawn().await; // heartbeat 1 s
+    let rep = app.user("sales_rep").await;
+    let base = app.notifiers[0].clone();
+    let ws_connections = || async {
+        let metrics = reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("leadflow_notification_connections{")
+                    && l.contains("transport=\"ws\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let mut answering = open_ws(&base, Auth::Bearer(&rep.token), "")
+        .await
+        .expect("open");
+    // Never read: tungstenite answers pings only while the stream is read.
+    let silent = open_ws(&base, Auth::Bearer(&rep.token), "")
+        .await
+        .expect("open");
+    assert_eq!(ws_connections().await, 2.0);
+
+    // The answering client reads (and so pongs) for four heartbeats; the silent one is dropped.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let _ = ws_next(&mut answering, Duration::from_millis(200)).await;
+    }
+    assert_eq!(ws_connections().await, 1.0, "only the silent peer is gone");
+    drop(silent);
+    app.stop().await;
+}
