@@ -77,8 +77,13 @@ async fn an_assignment_reaches_the_assignees_sse_and_websocket_within_a_second_a
     assert_eq!(stored, 1);
     assert_eq!(app.count("select count(*) from notifications").await, 1);
 
-    // Idle streams get heartbeats (every second in these tests).
-    assert!(sse.next(Duration::from_millis(2500)).await.is_none());
+    // Idle streams get heartbeats (every second in these tests). The WebSocket is read meanwhile,
+    // so it answers the pings: a silent peer would be let go.
+    let (over_sse, over_ws) = tokio::join!(
+        sse.next(Duration::from_millis(2500)),
+        ws_next(&mut ws, Duration::from_millis(2500))
+    );
+    assert!(over_sse.is_none() && over_ws.is_none());
     assert!(
         sse.heartbeats >= 1,
         "heartbeat comments keep idle streams open"
