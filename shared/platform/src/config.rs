@@ -54,7 +54,7 @@ pub struct DatabaseConfig {
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/leadflow",
         hide_env_values = true,
-        value_parser = DatabaseUrlParser
+        value_parser = SecretParser::<DatabaseUrl>::new("DATABASE_URL")
     )]
     pub database_url: DatabaseUrl,
     /// Most connections the pool opens.
@@ -158,23 +158,39 @@ fn parse_namespace(raw: &str) -> Result<Namespace, String> {
     Namespace::parse(raw.trim()).map_err(|e| e.to_string())
 }
 
-/// clap's own error would echo the rejected value, and this value may carry a password.
+/// Parses a secret-bearing value (a URL with a password) for clap without echoing it: clap's own
+/// error would quote the rejected value. The error names `variable` and says only what is wrong.
 #[derive(Clone)]
-struct DatabaseUrlParser;
+pub struct SecretParser<T> {
+    variable: &'static str,
+    value: std::marker::PhantomData<fn() -> T>,
+}
 
-impl clap::builder::TypedValueParser for DatabaseUrlParser {
-    type Value = DatabaseUrl;
+impl<T> SecretParser<T> {
+    pub const fn new(variable: &'static str) -> Self {
+        Self {
+            variable,
+            value: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for SecretParser<T>
+where
+    T: FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
 
     fn parse_ref(
         &self,
         cmd: &clap::Command,
         _arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<DatabaseUrl, clap::Error> {
+    ) -> Result<T, clap::Error> {
         let invalid = |detail: String| {
             clap::Error::raw(
                 clap::error::ErrorKind::ValueValidation,
-                format!("invalid value for DATABASE_URL: {detail}\n"),
+                format!("invalid value for {}: {detail}\n", self.variable),
             )
             .with_cmd(cmd)
         };

@@ -24,7 +24,7 @@ use crate::{metrics::NotifierMetrics, store::Notification};
 pub struct EmailArgs {
     /// SMTP server for notification e-mail: `smtp://host:port` (plain), `smtp://user:pass@host:587?tls=required`
     /// (STARTTLS) or `smtps://user:pass@host:465` (TLS). Unset: no e-mail. The password is never shown.
-    #[arg(long, env = "SMTP_URL", hide_env_values = true, value_parser = SmtpUrlParser)]
+    #[arg(long, env = "SMTP_URL", hide_env_values = true, value_parser = leadflow_platform::config::SecretParser::<SmtpUrl>::new("SMTP_URL"))]
     pub smtp_url: Option<SmtpUrl>,
     /// The From of notification e-mail.
     #[arg(
@@ -78,34 +78,6 @@ impl FromStr for SmtpUrl {
             return Err("expected a host, as in smtp://127.0.0.1:25".into());
         }
         Ok(Self(url))
-    }
-}
-
-/// clap's own error would echo the rejected value, and this value may carry a password.
-#[derive(Clone)]
-struct SmtpUrlParser;
-
-impl clap::builder::TypedValueParser for SmtpUrlParser {
-    type Value = SmtpUrl;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<SmtpUrl, clap::Error> {
-        let invalid = |detail: String| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("invalid value for SMTP_URL: {detail}\n"),
-            )
-            .with_cmd(cmd)
-        };
-        value
-            .to_str()
-            .ok_or_else(|| invalid("it is not valid UTF-8".into()))?
-            .parse()
-            .map_err(invalid)
     }
 }
 
