@@ -477,6 +477,9 @@ pub async fn rescore(
     trigger: Option<Uuid>,
     config: &Config,
 ) -> sqlx::Result<Score> {
+    // Like a batch, wait for any batch changing this lead: reading its signals before that batch
+    // commits would record a score older than the one the batch is about to write.
+    lock_leads(conn, &[(lead, trigger)]).await?;
     let mut scored = rescore_many(
         conn,
         &[(lead, trigger)],

@@ -671,3 +671,55 @@ async fn an_event_the_database_refuses_fails_alone_and_the_rest_of_its_batch_is_
     assert_eq!(stored, 4, "the healthy events of the batch are stored");
     scorer.stop().await;
 }
+
+#[tokio::test]
+async fn a_requested_rescore_waits_for_a_batch_changing_the_same_lead() {
+    let scorer = Scorer::start().await;
+    let lead = scorer.lead("truck", 30_000.0).await;
+    let rescore = |pool: sqlx::PgPool| async move {
+        let mut conn = pool.acquire().await.expect("connection");
+        leadflow_scorer::processor::rescore(
+            &mut conn,
+            lead,
+            None,
+            &leadflow_scorer::model::Config::default(),
+        )
+        .await
+        .expect("rescore")
+        .total
+    };
+    let before = rescore(scorer.pool.clone()).await;
+
+    // A batch in flight: it holds the lead's lock and has folded in a test-drive request.
+    let mut batch = scorer.pool.begin().await.expect("tx");
+    sqlx::query("select id from leads where id = $1 for no key update")
+        .bind(lead)
+        .execute(&mut *batch)
+        .await
+        .expect("lock");
+    sqlx::query(
+        "insert into lead_signals (lead_id, signal, value, as_of, count)
+         values ($1, 'test_drive_request', 1, now(), 1)",
+    )
+    .bind(lead)
+    .execute(&mut *batch)
+    .await
+    .expect("signal");
+
+    let requested = tokio::spawn(rescore(scorer.pool.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!requested.is_finished(), "the rescore waits for the batch");
+    batch.commit().await.expect("commit");
+    let during = requested.await.expect("rescore task");
+    assert!(
+        during > before,
+        "it counts what the batch committed: {during} > {before}"
+    );
+    let recorded: i16 = sqlx::query_scalar("select score from leads where id = $1")
+        .bind(lead)
+        .fetch_one(&scorer.pool)
+        .await
+        .expect("score");
+    assert_eq!(i32::from(recorded), during);
+    scorer.stop().await;
+}
