@@ -2,7 +2,6 @@
 //! creates its streams with three replicas on it, and losing a node loses no acknowledged event.
 
 use std::{
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command},
     time::Duration,
@@ -11,6 +10,8 @@ use std::{
 use leadflow_events::{Envelope, Stream};
 use leadflow_platform::{bus::Bus, config::PlatformConfig};
 use leadflow_testkit::{eventually, unique_namespace};
+
+use crate::processes::{free_port, nats_server_binary};
 
 struct Node {
     child: Child,
@@ -23,23 +24,6 @@ struct Node {
 struct Cluster {
     nodes: Vec<Node>,
     dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// Debian installs it in /usr/sbin, which is not on every user's PATH.
-fn nats_server() -> PathBuf {
-    let debian = PathBuf::from("/usr/sbin/nats-server");
-    if debian.exists() {
-        debian
-    } else {
-        PathBuf::from("nats-server")
-    }
 }
 
 impl Cluster {
@@ -56,7 +40,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, cluster_port)| {
                 let (client_port, monitor_port) = (free_port(), free_port());
-                let child = Command::new(nats_server())
+                let child = Command::new(nats_server_binary())
                     .args(["-c", config.to_str().expect("utf-8 path")])
                     .env("NATS_SERVER_NAME", format!("node-{i}"))
                     .env("NATS_CLIENT_PORT", client_port.to_string())

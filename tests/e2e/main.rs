@@ -4,7 +4,9 @@
 mod cli;
 mod cluster;
 mod deploy;
+mod faults;
 mod health;
 mod helpers;
+mod processes;
 mod scale_out;
 mod tracking;

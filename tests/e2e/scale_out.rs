@@ -3,87 +3,20 @@
 //! killed (`SIGKILL`) half-way; every accepted event is stored and counted exactly once and every
 //! assignment notifies its assignee exactly once.
 
-use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use leadflow_platform::{config::DatabaseUrl, db};
 use leadflow_testkit::{TestDb, drop_namespace, eventually, unique_namespace};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::JWT_SECRET;
+use crate::processes::Service;
 
-struct Instance {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The service binaries sit next to `leadflow` once `cargo test --workspace` built them.
-fn binary(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_leadflow")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the workspace's tests (`cargo test --workspace`), which build it",
-        path.display()
-    );
-    path
-}
-
-fn start(service: &str, db_url: &str, namespace: &str) -> Instance {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Command::new(binary(service))
-        .env("DATABASE_URL", db_url)
-        .env("NATS_URL", "nats://127.0.0.1:4222")
-        .env("LEADFLOW_NAMESPACE", namespace)
-        .env(
-            format!("{}_ADDR", service.to_uppercase()),
-            format!("127.0.0.1:{port}"),
-        )
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("HEALTH_PROBE_INTERVAL", "200ms")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("service starts");
-    Instance {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn ready(http: &reqwest::Client, instance: &Instance) {
-    eventually(
-        Duration::from_secs(30),
-        "an instance to be ready",
-        || async {
-            let response = http
-                .get(format!("{}/readyz", instance.base))
-                .send()
-                .await
-                .ok()?;
-            response.status().is_success().then_some(())
-        },
-    )
-    .await;
-}
+/// The machine's shared server: this test kills services, never NATS.
+const NATS: &str = "nats://127.0.0.1:4222";
 
 /// `leadflow_events_consumed_total` of the scorer's engagement consumer.
-async fn consumed(http: &reqwest::Client, scorer: &Instance) -> f64 {
+async fn consumed(http: &reqwest::Client, scorer: &Service) -> f64 {
     let text = http
         .get(format!("{}/metrics", scorer.base))
         .send()
@@ -100,7 +33,7 @@ async fn consumed(http: &reqwest::Client, scorer: &Instance) -> f64 {
         .sum()
 }
 
-async fn post(http: &reqwest::Client, gateway: &Instance, key: &str, leads: &[Uuid]) -> u64 {
+async fn post(http: &reqwest::Client, gateway: &Service, key: &str, leads: &[Uuid]) -> u64 {
     let events: Vec<Value> = leads
         .iter()
         .map(|lead| json!({"id": Uuid::new_v4(), "type": "page_view", "lead_id": lead}))
@@ -119,7 +52,7 @@ async fn post(http: &reqwest::Client, gateway: &Instance, key: &str, leads: &[Uu
 
 async fn call(
     http: &reqwest::Client,
-    gateway: &Instance,
+    gateway: &Service,
     token: &str,
     path: &str,
     body: Value,
@@ -161,18 +94,18 @@ async fn two_of_each_share_the_work_and_losing_one_of_each_loses_and_repeats_not
     .await
     .expect("leads");
 
-    let mut gateways: Vec<Instance> = (0..2)
-        .map(|_| start("gateway", &test_db.url, &namespace))
+    let mut gateways: Vec<Service> = (0..2)
+        .map(|_| Service::start("gateway", &test_db.url, NATS, &namespace, &[]))
         .collect();
-    let mut scorers: Vec<Instance> = (0..2)
-        .map(|_| start("scorer", &test_db.url, &namespace))
+    let mut scorers: Vec<Service> = (0..2)
+        .map(|_| Service::start("scorer", &test_db.url, NATS, &namespace, &[]))
         .collect();
-    let mut notifiers: Vec<Instance> = (0..2)
-        .map(|_| start("notifier", &test_db.url, &namespace))
+    let mut notifiers: Vec<Service> = (0..2)
+        .map(|_| Service::start("notifier", &test_db.url, NATS, &namespace, &[]))
         .collect();
     let http = reqwest::Client::new();
     for instance in gateways.iter().chain(&scorers).chain(&notifiers) {
-        ready(&http, instance).await;
+        instance.ready(&http).await;
     }
 
     let session: Value = http
@@ -253,8 +186,7 @@ async fn two_of_each_share_the_work_and_losing_one_of_each_loses_and_repeats_not
 
     // Kill one of each in the middle of the load, then carry on through the survivors.
     for mut lost in [gateways.remove(0), scorers.remove(0), notifiers.remove(0)] {
-        lost.child.kill().expect("SIGKILL");
-        lost.child.wait().expect("reaped");
+        lost.kill();
     }
     for _ in 0..30 {
         accepted += post(&http, &gateways[0], &key, &leads).await;

@@ -81,7 +81,7 @@ pub struct BreakerConfig {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub breaker_failure_threshold: u32,
     /// How long the open breaker rejects before letting one trial call through.
-    #[arg(long, env = "BREAKER_COOLDOWN", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "BREAKER_COOLDOWN", default_value = "5s", value_parser = parse_duration)]
     pub breaker_cooldown: Duration,
 }
 

@@ -230,6 +230,9 @@ impl<H: Handler> Batches<'_, H> {
             reason.chars().take(500).collect::<String>().as_str(),
         );
         headers.insert("Leadflow-Consumer", self.consumer);
+        // How many times it was tried, so an operator can tell "unreadable" (1) from "kept failing".
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        headers.insert("Leadflow-Deliveries", delivered.to_string().as_str());
         let published = match self
             .platform
             .bus

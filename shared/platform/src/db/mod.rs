@@ -19,6 +19,9 @@ use sqlx::{
 };
 
 pub use breaker::{BreakerOpen, BreakerSnapshot, BreakerState, CircuitBreaker, Permit};
+
+/// How long a health probe waits for a pooled connection before asking the server directly.
+const PROBE_POOL_WAIT: Duration = Duration::from_millis(250);
 pub use diagnose::{ErrorType, classify, is_unavailable};
 pub use migrate::{MIGRATOR, ensure_database, migrate};
 
@@ -192,7 +195,11 @@ impl Database {
     pub async fn probe(&self) -> DbStatus {
         let permit = self.breaker.acquire().ok();
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.acquire_timeout, async {
+        // The pool retries a refused connection until its acquire timeout, which would make each
+        // failed probe take seconds and the breaker slow to open. A pool that cannot hand over a
+        // connection quickly is told apart from a saturated one by `diagnose`'s direct attempt.
+        let pool_wait = self.acquire_timeout.min(PROBE_POOL_WAIT);
+        let outcome = tokio::time::timeout(pool_wait, async {
             let mut conn = self.pool.acquire().await?;
             sqlx::query("select 1").execute(&mut *conn).await
         })
