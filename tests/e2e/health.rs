@@ -1,7 +1,7 @@
 use std::{io::Write as _, process::Stdio, time::Duration};
 
 use leadflow_events::Namespace;
-use leadflow_testkit::{eventually, nats_url};
+use leadflow_testkit::eventually;
 use serde_json::Value;
 
 use crate::helpers::{Stack, get_json};
@@ -152,10 +152,15 @@ async fn promtool_accepts_every_services_metrics() {
 async fn streams_lost_by_the_server_are_set_up_again() {
     let stack = Stack::start().await;
     let ns = Namespace::parse(&stack.namespace).expect("namespace");
-    leadflow_testkit::drop_namespace(&stack.namespace).await;
-
-    let client = async_nats::connect(nats_url()).await.expect("nats");
+    let client = async_nats::connect(stack.nats.url()).await.expect("nats");
     let jetstream = async_nats::jetstream::new(client);
+    for stream in leadflow_events::Stream::ALL {
+        jetstream
+            .delete_stream(ns.stream_name(stream))
+            .await
+            .expect("stream deleted");
+    }
+
     let durable = ns.name("scorer_engagement");
     eventually(
         Duration::from_secs(15),

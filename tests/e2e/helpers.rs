@@ -2,32 +2,36 @@ use std::time::Duration;
 
 use clap::Parser as _;
 use leadflow_platform::{config::DatabaseUrl, db};
-use leadflow_testkit::{TestDb, drop_namespace, eventually, unique_namespace};
+use leadflow_testkit::{TestDb, eventually, unique_namespace};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::processes::NatsServer;
+
 pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
 
-/// The three services, started in this process on free ports against one test database.
+/// The three services, started in this process on free ports against one test database and a
+/// `nats-server` of the stack's own.
 pub struct Stack {
     pub gateway: String,
     pub scorer: String,
     pub notifier: String,
     pub namespace: String,
     pub db_url: String,
+    pub nats: NatsServer,
     /// Dropped (with the database) when the stack is.
     _db: TestDb,
     token: CancellationToken,
     running: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
-fn common_args<'a>(db: &'a TestDb, namespace: &'a str) -> Vec<&'a str> {
+fn common_args<'a>(db: &'a TestDb, nats_url: &'a str, namespace: &'a str) -> Vec<&'a str> {
     vec![
         "--database-url",
         &db.url,
         "--nats-url",
-        "nats://127.0.0.1:4222",
+        nats_url,
         "--leadflow-namespace",
         namespace,
         "--health-probe-interval",
@@ -43,8 +47,10 @@ impl Stack {
         let url: DatabaseUrl = db.url.parse().expect("url");
         db::migrate(&url).await.expect("migrate");
         let namespace = unique_namespace();
+        let nats = NatsServer::start().await;
+        let nats_url = nats.url();
         let token = CancellationToken::new();
-        let common = common_args(&db, &namespace);
+        let common = common_args(&db, &nats_url, &namespace);
 
         let gateway_args: Vec<&str> = [
             "gateway",
@@ -104,6 +110,7 @@ impl Stack {
             notifier: notifier_url,
             namespace,
             db_url: db.url.clone(),
+            nats,
             _db: db,
             token,
             running,
@@ -127,7 +134,6 @@ impl Stack {
                 .expect("task")
                 .expect("clean stop");
         }
-        drop_namespace(&self.namespace).await;
     }
 }
 

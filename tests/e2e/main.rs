@@ -1,5 +1,7 @@
 //! The workspace's end-to-end tests: the services and the `leadflow` command against this
-//! machine's real PostgreSQL and NATS, each test in its own database and NATS namespace.
+//! machine's real PostgreSQL, each test in its own database. Tests that run the services start a
+//! `nats-server` of their own (`processes::NatsServer`), so they may kill or pause it; the `cli`
+//! tests use the machine's NATS, in a namespace of their own.
 
 mod cli;
 mod cluster;

@@ -1,19 +1,16 @@
 //! Scale-out on one machine: two gateways, two scorers and two notifiers, each its own process,
-//! against one PostgreSQL and one NATS. Load spreads across the scorers; one instance of each is
+//! against one PostgreSQL and one (test-owned) NATS. Load spreads across the scorers; one instance of each is
 //! killed (`SIGKILL`) half-way; every accepted event is stored and counted exactly once and every
 //! assignment notifies its assignee exactly once.
 
 use std::time::Duration;
 
 use leadflow_platform::{config::DatabaseUrl, db};
-use leadflow_testkit::{TestDb, drop_namespace, eventually, unique_namespace};
+use leadflow_testkit::{TestDb, eventually, unique_namespace};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::processes::Service;
-
-/// The machine's shared server: this test kills services, never NATS.
-const NATS: &str = "nats://127.0.0.1:4222";
+use crate::processes::{NatsServer, Service};
 
 /// `leadflow_events_consumed_total` of the scorer's engagement consumer.
 async fn consumed(http: &reqwest::Client, scorer: &Service) -> f64 {
@@ -76,6 +73,7 @@ async fn two_of_each_share_the_work_and_losing_one_of_each_loses_and_repeats_not
     let url: DatabaseUrl = test_db.url.parse().expect("url");
     db::migrate(&url).await.expect("migrate");
     let namespace = unique_namespace();
+    let nats = NatsServer::start().await;
     let pool = sqlx::PgPool::connect(&test_db.url).await.expect("pool");
     let admin = leadflow_gateway::admin::NewAdmin::parse(
         "admin@example.com",
@@ -95,13 +93,13 @@ async fn two_of_each_share_the_work_and_losing_one_of_each_loses_and_repeats_not
     .expect("leads");
 
     let mut gateways: Vec<Service> = (0..2)
-        .map(|_| Service::start("gateway", &test_db.url, NATS, &namespace, &[]))
+        .map(|_| Service::start("gateway", &test_db.url, &nats.url(), &namespace, &[]))
         .collect();
     let mut scorers: Vec<Service> = (0..2)
-        .map(|_| Service::start("scorer", &test_db.url, NATS, &namespace, &[]))
+        .map(|_| Service::start("scorer", &test_db.url, &nats.url(), &namespace, &[]))
         .collect();
     let mut notifiers: Vec<Service> = (0..2)
-        .map(|_| Service::start("notifier", &test_db.url, NATS, &namespace, &[]))
+        .map(|_| Service::start("notifier", &test_db.url, &nats.url(), &namespace, &[]))
         .collect();
     let http = reqwest::Client::new();
     for instance in gateways.iter().chain(&scorers).chain(&notifiers) {
@@ -247,5 +245,4 @@ async fn two_of_each_share_the_work_and_losing_one_of_each_loses_and_repeats_not
 
     drop((gateways, scorers, notifiers));
     pool.close().await;
-    drop_namespace(&namespace).await;
 }
