@@ -27,6 +27,23 @@ mod notifications;
 pub mod openapi;
 mod pagination;
 pub mod policy;
+/// The parsers that take untrusted input from the network, as plain functions without state or
+/// I/O: the fuzz targets in `fuzz/` and the corpus replay tests call them, and so do the handlers.
+pub mod parse {
+    pub use crate::{
+        leads::{
+            import::{ImportError, ParsedImport, RowReport, parse_import},
+            model::ValidLead,
+        },
+        tracking::{
+            keys::LeadTokens,
+            parse::{
+                BatchError, EventError, MAX_EVENTS, ParsedBatch, PixelCredential, PixelQuery,
+                envelope, parse_batch, parse_pixel_query,
+            },
+        },
+    };
+}
 mod rate_limit;
 mod scores;
 mod state;
