@@ -57,6 +57,9 @@ pub struct ParsedImport {
 /// Why a whole import file was refused (bad rows only refuse themselves).
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    /// 400: nothing to import, not even a header row.
+    #[error("The CSV is empty: its first row must be a header such as {}.", HEADER.join(","))]
+    Empty,
     /// 400: the header row cannot be read.
     #[error("Cannot read the CSV header: {0}.")]
     Header(#[source] ::csv::Error),
@@ -75,7 +78,7 @@ impl From<ImportError> for ApiError {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 detail: err.to_string(),
             },
-            ImportError::Header(_) | ImportError::UnknownColumns(_) => {
+            ImportError::Empty | ImportError::Header(_) | ImportError::UnknownColumns(_) => {
                 ApiError::BadRequest(err.to_string())
             }
         }
@@ -94,6 +97,10 @@ pub fn parse_import(bytes: &[u8]) -> Result<ParsedImport, ImportError> {
         .trim(::csv::Trim::All)
         .from_reader(bytes);
     let headers = reader.headers().map_err(ImportError::Header)?.clone();
+    // An empty upload is a mistake (a wrong file, a failed export), not a successful import of nothing.
+    if headers.iter().all(str::is_empty) {
+        return Err(ImportError::Empty);
+    }
     let unknown: Vec<String> = headers
         .iter()
         .filter(|h| !HEADER.contains(h) && !EXPORT_ONLY.contains(h))
@@ -164,6 +171,14 @@ fn parse_row(
     let mut errors = Vec::new();
     for (name, value) in headers.iter().zip(record.iter()) {
         let value = unguard_formula(value);
+        // A quote left open swallows every later line into one field, and the rows it ate would
+        // vanish without a word; only free text may span lines, so elsewhere a line break is refused.
+        if name != "interest" && value.contains(['\n', '\r']) {
+            errors.push(format!(
+                "{name}: must be on one line (is a quote left open in this row?)"
+            ));
+            continue;
+        }
         let text = (!value.is_empty()).then(|| value.to_owned());
         match name {
             "first_name" => lead.first_name = text,
@@ -221,5 +236,42 @@ fn unguard_formula(value: &str) -> &str {
     match value.strip_prefix('\'') {
         Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
         _ => value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_refused_and_told_which_header_to_send() {
+        for empty in ["", "\n\n", "\u{feff}", ",,\n"] {
+            let err = parse_import(empty.as_bytes()).expect_err(empty);
+            assert!(matches!(err, ImportError::Empty), "{empty:?}: {err:?}");
+            assert!(err.to_string().contains("first_name,last_name,email"));
+        }
+    }
+
+    #[test]
+    fn a_quote_left_open_refuses_its_row_instead_of_swallowing_the_rows_after_it() {
+        let file = "first_name,email\n\"Ann,ann@example.com\nBen,ben@example.com\n";
+        let parsed = parse_import(file.as_bytes()).expect("a readable file");
+        assert!(parsed.valid.is_empty(), "{parsed:?}");
+        assert_eq!(parsed.rows.len(), 1);
+        assert!(
+            parsed.rows[0].errors[0].contains("quote left open"),
+            "{parsed:?}"
+        );
+    }
+
+    #[test]
+    fn free_text_may_still_span_lines() {
+        let file = "first_name,interest\nAnn,\"red cars\nblue vans\"\n";
+        let parsed = parse_import(file.as_bytes()).expect("a readable file");
+        assert_eq!(parsed.valid.len(), 1, "{parsed:?}");
+        assert_eq!(
+            parsed.valid[0].1.interest.as_deref(),
+            Some("red cars\nblue vans")
+        );
     }
 }
