@@ -97,7 +97,7 @@ pub fn router_and_spec() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
 /// Builds the gateway: validates its configuration, binds `GATEWAY_ADDR`, and starts the outbox
 /// relay. PostgreSQL and NATS need not be up; health reports them until they are.
 pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Server> {
-    config.gateway.jwt_secret()?;
+    config.gateway.validate()?;
     let origins = middleware::parse_origins(&config.gateway.allowed_origins)?;
     let admin = match config.gateway.admin.requested()? {
         Some((email, password)) => Some(
