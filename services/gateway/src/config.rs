@@ -116,6 +116,10 @@ pub enum ConfigError {
     ShortJwtSecret(usize),
     #[error("LEADFLOW_ADMIN_EMAIL and LEADFLOW_ADMIN_PASSWORD must be set together")]
     HalfAdmin,
+    #[error(
+        "ACCESS_TOKEN_TTL is too long: at most 24h, so signing out ends every access token of the sign-in"
+    )]
+    LongAccessTtl,
 }
 
 impl GatewayArgs {
@@ -130,6 +134,15 @@ impl GatewayArgs {
             return Err(ConfigError::ShortJwtSecret(len));
         }
         Ok(secret)
+    }
+
+    /// Checks what the signing secret alone does not: the access-token lifetime.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.jwt_secret()?;
+        if self.access_token_ttl > leadflow_platform::access::MAX_ACCESS_TTL {
+            return Err(ConfigError::LongAccessTtl);
+        }
+        Ok(())
     }
 }
 

@@ -119,16 +119,15 @@ where
             .ok_or(ApiError::Unauthorized(
                 "Sign in: send `Authorization: Bearer <access token>`.",
             ))?;
-        let (actor, issued_at) =
-            state
-                .tokens
-                .verify(token.trim())
-                .ok_or(ApiError::Unauthorized(
-                    "The access token is invalid or expired.",
-                ))?;
+        let (actor, verified) = state
+            .tokens
+            .verify(token.trim())
+            .ok_or(ApiError::Unauthorized(
+                "The access token is invalid or expired.",
+            ))?;
         if !state
             .sessions
-            .still_valid(&state.platform.db, &actor, issued_at)
+            .still_valid(&state.platform.db, &verified)
             .await?
         {
             return Err(ApiError::Unauthorized(

@@ -27,6 +27,23 @@ mod notifications;
 pub mod openapi;
 mod pagination;
 pub mod policy;
+/// The parsers that take untrusted input from the network, as plain functions without state or
+/// I/O: the fuzz targets in `fuzz/` and the corpus replay tests call them, and so do the handlers.
+pub mod parse {
+    pub use crate::{
+        leads::{
+            import::{ImportError, ParsedImport, RowReport, parse_import},
+            model::ValidLead,
+        },
+        tracking::{
+            keys::LeadTokens,
+            parse::{
+                BatchError, EventError, MAX_EVENTS, ParsedBatch, PixelCredential, PixelQuery,
+                envelope, parse_batch, parse_pixel_query,
+            },
+        },
+    };
+}
 mod rate_limit;
 mod scores;
 mod state;
@@ -80,7 +97,7 @@ pub fn router_and_spec() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
 /// Builds the gateway: validates its configuration, binds `GATEWAY_ADDR`, and starts the outbox
 /// relay. PostgreSQL and NATS need not be up; health reports them until they are.
 pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Server> {
-    config.gateway.jwt_secret()?;
+    config.gateway.validate()?;
     let origins = middleware::parse_origins(&config.gateway.allowed_origins)?;
     let admin = match config.gateway.admin.requested()? {
         Some((email, password)) => Some(

@@ -4,6 +4,7 @@
 //! Access tokens are never accepted in the URL, where they would end up in logs and history.
 
 use axum::http::{HeaderMap, header};
+use leadflow_platform::access::Verified;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
@@ -16,15 +17,23 @@ pub struct Principal {
     pub role: String,
     /// Unix seconds: when the token (or ticket) was issued.
     pub issued_at: i64,
+    /// The sign-in the token belongs to; signing out of it closes the stream.
+    pub session: Option<Uuid>,
 }
 
 impl Principal {
     /// Whether the user is still active, in the same role, and not signed out since (the
     /// gateway's rule, cached for a few seconds).
     pub async fn still_stands(&self, state: &AppState) -> Result<bool, StreamError> {
+        let token = Verified {
+            user_id: self.user,
+            role: self.role.clone(),
+            issued_at: self.issued_at,
+            session: self.session,
+        };
         Ok(state
             .sessions
-            .still_valid(&state.platform.db, self.user, &self.role, self.issued_at)
+            .still_valid(&state.platform.db, &token)
             .await?)
     }
 }
@@ -42,6 +51,7 @@ pub async fn authenticate(
             user: verified.user_id,
             role: verified.role,
             issued_at: verified.issued_at,
+            session: verified.session,
         };
         if !principal.still_stands(state).await? {
             return Err(StreamError::Unauthorized(
@@ -90,6 +100,7 @@ async fn redeem(state: &AppState, ticket: &str) -> Result<Principal, StreamError
             user,
             role,
             issued_at,
+            session: None,
         })
         .ok_or(StreamError::Unauthorized(
             "The ticket is unknown, expired or already used; ask for a new one.",

@@ -1,6 +1,8 @@
 //! Access tokens as every service checks them: short-lived HS256 JWTs (algorithm pinned,
 //! `iss`/`aud`/`exp`/`iat`/`nbf`/`sub` required), and the revocation rule that makes a demoted,
-//! deactivated or signed-out user lose access now rather than when the token expires. The gateway
+//! deactivated or signed-out user lose access now rather than when the token expires. A token
+//! names the sign-in it came from (`sid`, the refresh-token family), so signing out ends the
+//! access tokens of that sign-in too, not only its refresh token. The gateway
 //! issues tokens; the gateway and the notifier verify them with this one implementation.
 
 use std::{
@@ -34,6 +36,10 @@ pub struct Claims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: Uuid,
+    /// The sign-in (refresh-token family) the token belongs to; signing out ends it. Absent on
+    /// tokens made outside a sign-in (tools, tests), which then live until they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
 }
 
 /// What a valid token says about its bearer.
@@ -43,6 +49,8 @@ pub struct Verified {
     pub role: String,
     /// Unix seconds.
     pub issued_at: i64,
+    /// The sign-in it belongs to, if any.
+    pub session: Option<Uuid>,
 }
 
 pub struct AccessTokens {
@@ -68,11 +76,22 @@ impl AccessTokens {
         }
     }
 
-    /// A signed token for `user_id` with `role`, valid for `ttl`.
+    /// A signed token for `user_id` with `role`, valid for `ttl`, tied to no sign-in.
     pub fn issue(
         &self,
         user_id: Uuid,
         role: &str,
+        ttl: Duration,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.issue_in_session(user_id, role, None, ttl)
+    }
+
+    /// A signed token for `user_id` with `role`, valid for `ttl`, that ends when `session` does.
+    pub fn issue_in_session(
+        &self,
+        user_id: Uuid,
+        role: &str,
+        session: Option<Uuid>,
         ttl: Duration,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -85,17 +104,36 @@ impl AccessTokens {
             nbf: now,
             exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
             jti: Uuid::new_v4(),
+            sid: session,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
     /// `None` for anything forged, expired or malformed.
     pub fn verify(&self, token: &str) -> Option<Verified> {
+        // We never write these headers: a token that carries one (a key id to look up, a key or
+        // a key URL to trust) was made by someone else, whatever its signature says.
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.kid.is_some()
+            || header.jku.is_some()
+            || header.jwk.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+        {
+            return None;
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        // A token "issued" in the future would outlive a sign-out or a password reset that
+        // refuses tokens issued before it; the library checks `exp` and `nbf`, not `iat`.
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if data.claims.iat > now + i64::try_from(self.validation.leeway).unwrap_or(0) {
+            return None;
+        }
         Some(Verified {
             user_id: data.claims.sub,
             role: data.claims.role,
             issued_at: data.claims.iat,
+            session: data.claims.sid,
         })
     }
 }
@@ -122,6 +160,9 @@ pub fn checked_secret<'a>(
 /// effect at once (it calls [`Sessions::forget`]); through another, within this.
 pub const STANDING_TTL: Duration = Duration::from_secs(5);
 const CAPACITY: usize = 100_000;
+/// The longest access-token lifetime the sign-out rule covers: ended sign-ins are looked up this
+/// far back (the `24 hours` in [`load`]), so the gateway refuses a longer `ACCESS_TOKEN_TTL`.
+pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 struct Standing {
@@ -129,6 +170,8 @@ struct Standing {
     active: bool,
     /// Unix seconds; tokens issued earlier are refused.
     valid_after: i64,
+    /// Sign-ins ended lately (signed out, or revoked after a refresh token was reused).
+    ended: Vec<Uuid>,
 }
 
 /// Checks tokens against the user's current role, active flag and `sessions_valid_after`, cached
@@ -155,14 +198,10 @@ impl Sessions {
             .map(|(_, s)| s.clone())
     }
 
-    /// Whether a token for `user` with `role`, issued at `issued_at`, still stands.
-    pub async fn still_valid(
-        &self,
-        db: &Database,
-        user: Uuid,
-        role: &str,
-        issued_at: i64,
-    ) -> Result<bool, DbError> {
+    /// Whether `token` still stands: its user is active, has the same role, has not had every
+    /// session ended since it was issued, and has not signed out of the sign-in it belongs to.
+    pub async fn still_valid(&self, db: &Database, token: &Verified) -> Result<bool, DbError> {
+        let user = token.user_id;
         let standing = match self.cached(user) {
             Some(standing) => standing,
             None => {
@@ -177,8 +216,9 @@ impl Sessions {
             }
         };
         Ok(standing.active
-            && standing.role.as_deref() == Some(role)
-            && issued_at >= standing.valid_after)
+            && standing.role.as_deref() == Some(token.role.as_str())
+            && token.issued_at >= standing.valid_after
+            && token.session.is_none_or(|s| !standing.ended.contains(&s)))
     }
 }
 
@@ -187,18 +227,30 @@ async fn load(conn: &mut PgConnection, user: Uuid) -> sqlx::Result<Standing> {
         "select role, active, floor(extract(epoch from sessions_valid_after))::bigint from users where id = $1",
     )
     .bind(user)
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
+    .await?;
+    // A sign-in has ended when its latest refresh token was revoked without being replaced
+    // (rotation replaces, sign-out and reuse detection do not). Older ones need not be listed:
+    // every access token of theirs has expired.
+    let ended: Vec<Uuid> = sqlx::query_scalar(
+        "select distinct family_id from refresh_tokens
+         where user_id = $1 and replaced_by is null and revoked_at > now() - interval '24 hours'",
+    )
+    .bind(user)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(match row {
         Some((role, active, valid_after)) => Standing {
             role: Some(role),
             active,
             valid_after,
+            ended,
         },
         None => Standing {
             role: None,
             active: false,
             valid_after: i64::MAX,
+            ended,
         },
     })
 }
@@ -241,6 +293,7 @@ mod tests {
             nbf: now - 120,
             exp: now - 60,
             jti: Uuid::new_v4(),
+            sid: None,
         };
         let expired = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -249,6 +302,70 @@ mod tests {
         )
         .expect("encode");
         assert!(tokens("k").verify(&expired).is_none());
+    }
+
+    fn signed(header: Header, iat_offset: i64) -> String {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: Uuid::new_v4(),
+            role: "admin".into(),
+            iat: now + iat_offset,
+            nbf: now,
+            exp: now + 600,
+            jti: Uuid::new_v4(),
+            sid: None,
+        };
+        let key = EncodingKey::from_secret("k".repeat(40).as_bytes());
+        jsonwebtoken::encode(&header, &claims, &key).expect("encode")
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused_even_with_the_right_key() {
+        assert!(tokens("k").verify(&signed(Header::default(), 0)).is_some());
+        assert!(
+            tokens("k").verify(&signed(Header::default(), 3)).is_some(),
+            "within leeway"
+        );
+        assert!(
+            tokens("k")
+                .verify(&signed(Header::default(), 3600))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_token_naming_a_key_we_never_named_is_refused_even_with_the_right_key() {
+        let with = |edit: fn(&mut Header)| {
+            let mut header = Header::default();
+            edit(&mut header);
+            tokens("k").verify(&signed(header, 0))
+        };
+        assert!(with(|h| h.kid = Some("other".into())).is_none());
+        assert!(with(|h| h.jku = Some("https://evil.example/jwks".into())).is_none());
+        assert!(with(|h| h.x5u = Some("https://evil.example/cert".into())).is_none());
+    }
+
+    #[test]
+    fn the_sign_in_a_token_belongs_to_travels_in_it() {
+        let session = Uuid::now_v7();
+        let token = tokens("k")
+            .issue_in_session(
+                Uuid::new_v4(),
+                "manager",
+                Some(session),
+                Duration::from_secs(60),
+            )
+            .expect("issue");
+        assert_eq!(
+            tokens("k").verify(&token).expect("valid").session,
+            Some(session)
+        );
+        let token = tokens("k")
+            .issue(Uuid::new_v4(), "manager", Duration::from_secs(60))
+            .expect("issue");
+        assert_eq!(tokens("k").verify(&token).expect("valid").session, None);
     }
 
     #[test]

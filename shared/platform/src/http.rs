@@ -28,7 +28,27 @@ pub fn platform_routes(platform: Arc<Platform>) -> Router {
 }
 
 async fn health_page(State(platform): State<Arc<Platform>>) -> Response {
-    no_store(Html(render_html(&platform.report())).into_response())
+    let mut response = no_store(Html(render_html(&platform.report())).into_response());
+    // The page quotes error messages, which can quote input: escaping is the first defence, and
+    // this policy the second (no script runs at all; only its own inline style applies). The
+    // scorer and notifier have no security-header middleware, so the page brings its own.
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 async fn health_json(State(platform): State<Arc<Platform>>) -> Response {

@@ -212,6 +212,7 @@ async fn start_session(
     family: Option<Uuid>,
 ) -> ApiResult<Session> {
     let (refresh_token, hash) = tokens::new_refresh_token();
+    let family = family.unwrap_or_else(Uuid::now_v7);
     let ttl =
         time::Duration::try_from(state.tokens.refresh_ttl).unwrap_or(time::Duration::days(30));
     sqlx::query(
@@ -220,13 +221,13 @@ async fn start_session(
     )
     .bind(user.id)
     .bind(&hash)
-    .bind(family.unwrap_or_else(Uuid::now_v7))
+    .bind(family)
     .bind(OffsetDateTime::now_utc() + ttl)
     .bind(meta.user_agent.as_deref())
     .bind(meta.ip.to_string())
     .execute(&mut *conn)
     .await?;
-    let (access_token, expires_in) = state.tokens.issue_access(user.id, user.role)?;
+    let (access_token, expires_in) = state.tokens.issue_access(user.id, user.role, family)?;
     Ok(Session {
         access_token,
         refresh_token,
@@ -276,6 +277,8 @@ async fn refresh(
         )
         .await?;
         tx.commit().await?;
+        // The family's access tokens end with it; this process must not trust its cache.
+        state.sessions.forget(user_id);
         return Err(ApiError::Unauthorized(
             "This refresh token was already used; sign in again.",
         ));
@@ -309,7 +312,8 @@ async fn refresh(
     Ok(Json(session))
 }
 
-/// Sign out: the refresh token and every token rotated from the same login stop working.
+/// Sign out: the refresh token, every token rotated from the same login, and the access tokens
+/// issued to that login stop working.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "signed out"), (status = 401, body = crate::openapi::ProblemDoc)))]
 async fn logout(
@@ -345,6 +349,8 @@ async fn logout(
     )
     .await?;
     tx.commit().await?;
+    // The sign-in's access tokens end with it; this process must not trust its cache.
+    state.sessions.forget(user);
     Ok(StatusCode::NO_CONTENT)
 }
 

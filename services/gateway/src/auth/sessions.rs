@@ -1,10 +1,11 @@
 //! Access tokens carry the role, but a demoted or deactivated user must lose it now, not when
 //! the token expires. The rule lives in `leadflow_platform::access::Sessions`, shared with the
-//! notifier; this adapts it to the gateway's [`Actor`].
+//! notifier.
 
-use leadflow_platform::db::{Database, DbError};
-
-use crate::policy::Actor;
+use leadflow_platform::{
+    access::Verified,
+    db::{Database, DbError},
+};
 
 #[derive(Default)]
 pub struct Sessions(leadflow_platform::access::Sessions);
@@ -15,15 +16,8 @@ impl Sessions {
         self.0.forget(user);
     }
 
-    /// Whether a token for `actor`, issued at `issued_at`, still stands.
-    pub async fn still_valid(
-        &self,
-        db: &Database,
-        actor: &Actor,
-        issued_at: i64,
-    ) -> Result<bool, DbError> {
-        self.0
-            .still_valid(db, actor.id, actor.role.as_str(), issued_at)
-            .await
+    /// Whether a verified token still stands (see `leadflow_platform::access::Sessions`).
+    pub async fn still_valid(&self, db: &Database, token: &Verified) -> Result<bool, DbError> {
+        self.0.still_valid(db, token).await
     }
 }

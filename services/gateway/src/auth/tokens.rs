@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use leadflow_platform::access::AccessTokens;
+use leadflow_platform::access::{AccessTokens, Verified};
 use rand::RngCore as _;
 use secrecy::SecretString;
 use sha2::{Digest as _, Sha256};
@@ -29,15 +29,23 @@ impl TokenService {
         }
     }
 
-    /// A signed access token and its lifetime in seconds.
-    pub fn issue_access(&self, user_id: Uuid, role: Role) -> anyhow::Result<(String, u64)> {
-        let token = self.access.issue(user_id, role.as_str(), self.access_ttl)?;
+    /// A signed access token for the sign-in `session` (its refresh-token family), and its
+    /// lifetime in seconds.
+    pub fn issue_access(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        session: Uuid,
+    ) -> anyhow::Result<(String, u64)> {
+        let token =
+            self.access
+                .issue_in_session(user_id, role.as_str(), Some(session), self.access_ttl)?;
         Ok((token, self.access_ttl.as_secs()))
     }
 
-    /// The caller a valid token names, and when it was issued; `None` for anything forged,
-    /// expired or malformed.
-    pub fn verify(&self, token: &str) -> Option<(Actor, i64)> {
+    /// The caller a valid token names, and what the revocation check needs of it; `None` for
+    /// anything forged, expired or malformed.
+    pub fn verify(&self, token: &str) -> Option<(Actor, Verified)> {
         let verified = self.access.verify(token)?;
         let role = Role::parse(&verified.role)?;
         Some((
@@ -45,7 +53,7 @@ impl TokenService {
                 id: verified.user_id,
                 role,
             },
-            verified.issued_at,
+            verified,
         ))
     }
 }
@@ -78,7 +86,9 @@ mod tests {
     #[test]
     fn issued_tokens_verify_and_carry_the_role() {
         let id = Uuid::new_v4();
-        let (token, ttl) = service().issue_access(id, Role::Manager).expect("issue");
+        let (token, ttl) = service()
+            .issue_access(id, Role::Manager, Uuid::now_v7())
+            .expect("issue");
         assert_eq!(ttl, 900);
         let (actor, _) = service().verify(&token).expect("valid");
         assert_eq!((actor.id, actor.role), (id, Role::Manager));
@@ -87,7 +97,7 @@ mod tests {
     #[test]
     fn another_key_or_a_tampered_token_is_refused() {
         let (token, _) = service()
-            .issue_access(Uuid::new_v4(), Role::SalesRep)
+            .issue_access(Uuid::new_v4(), Role::SalesRep, Uuid::now_v7())
             .expect("issue");
         let other = TokenService::new(
             &SecretString::from("z".repeat(40)),

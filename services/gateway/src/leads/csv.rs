@@ -11,12 +11,12 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use super::{
     filter::LeadFilter,
+    import::{HEADER, ParsedImport, RowReport, parse_import},
     insert_lead,
-    model::{Lead, LeadStatus, NewLead},
+    model::Lead,
     query_leads,
 };
 use crate::{
@@ -26,29 +26,6 @@ use crate::{
     state::AppState,
 };
 
-/// Columns, in export order; import accepts any subset in any order (by header name).
-pub const HEADER: [&str; 13] = [
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "company",
-    "job_title",
-    "source",
-    "status",
-    "budget",
-    "interest",
-    "timeline",
-    "tags",
-    "repeat_customer",
-];
-
-/// Columns export adds that are the system's, not the importer's: accepted on import and ignored,
-/// so an exported file imports as it is.
-pub const EXPORT_ONLY: [&str; 5] = ["id", "owner_id", "score", "tier", "created_at"];
-
-/// Most rows one import takes; larger files are split by the client.
-pub const MAX_ROWS: usize = 10_000;
 /// Most rows one export returns.
 pub const MAX_EXPORT: i64 = 100_000;
 /// Imports may be larger than the API's general 1 MiB body limit.
@@ -70,18 +47,6 @@ pub struct ImportReport {
     imported: usize,
     rejected: usize,
     rows: Vec<RowReport>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RowReport {
-    /// 1-based data row (the header is row 0).
-    row: usize,
-    /// `imported` or `rejected`.
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    errors: Vec<String>,
 }
 
 /// The CSV itself, from a `text/csv` body or the first file of a multipart form.
@@ -141,73 +106,7 @@ async fn import_leads(
     request: Request,
 ) -> ApiResult<Json<ImportReport>> {
     let bytes = csv_body(request, &state).await?;
-    // Spreadsheets save UTF-8 with a byte-order mark, which would otherwise hide the first column.
-    let bytes = bytes
-        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
-        .map(bytes::Bytes::copy_from_slice)
-        .unwrap_or(bytes);
-    let mut reader = ::csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(::csv::Trim::All)
-        .from_reader(bytes.as_ref());
-    let headers = reader
-        .headers()
-        .map_err(|e| ApiError::BadRequest(format!("Cannot read the CSV header: {e}.")))?
-        .clone();
-    let unknown: Vec<&str> = headers
-        .iter()
-        .filter(|h| !HEADER.contains(h) && !EXPORT_ONLY.contains(h))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ApiError::BadRequest(format!(
-            "Unknown CSV columns: {}; allowed: {}.",
-            unknown.join(", "),
-            HEADER.join(", ")
-        )));
-    }
-
-    let mut rows = Vec::new();
-    let mut valid = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let row = index + 1;
-        if row > MAX_ROWS {
-            return Err(ApiError::Rejected {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                detail: format!("Imports are limited to {MAX_ROWS} rows."),
-            });
-        }
-        // Field checks run even when some cells did not parse, so the report lists every problem.
-        let parsed = record
-            .map_err(|e| vec![format!("unreadable row: {e}")])
-            .and_then(|record| {
-                let (lead, mut errors) = parse_row(&headers, &record);
-                match lead.validate() {
-                    Ok(valid) if errors.is_empty() => Ok(valid),
-                    Ok(_) => Err(errors),
-                    Err(invalid) => {
-                        errors.extend(problems(invalid));
-                        Err(errors)
-                    }
-                }
-            });
-        match parsed {
-            Ok(lead) => {
-                valid.push((rows.len(), lead));
-                rows.push(RowReport {
-                    row,
-                    status: "imported",
-                    id: None,
-                    errors: Vec::new(),
-                });
-            }
-            Err(errors) => rows.push(RowReport {
-                row,
-                status: "rejected",
-                id: None,
-                errors,
-            }),
-        }
-    }
+    let ParsedImport { mut rows, valid } = parse_import(&bytes)?;
 
     let mut tx = state.begin().await?;
     // Each row in its own savepoint: a row the database refuses is reported, not fatal to the rest.
@@ -244,78 +143,6 @@ async fn import_leads(
         rejected: rows.len() - imported,
         rows,
     }))
-}
-
-fn problems(err: ApiError) -> Vec<String> {
-    match err {
-        ApiError::Validation(errors) => errors
-            .into_iter()
-            .map(|e| format!("{}: {}", e.field, e.detail))
-            .collect(),
-        other => vec![other.to_string()],
-    }
-}
-
-/// The row as a lead, and what could not be read from it.
-fn parse_row(
-    headers: &::csv::StringRecord,
-    record: &::csv::StringRecord,
-) -> (NewLead, Vec<String>) {
-    let mut lead = NewLead::default();
-    let mut errors = Vec::new();
-    for (name, value) in headers.iter().zip(record.iter()) {
-        let value = unguard_formula(value);
-        let text = (!value.is_empty()).then(|| value.to_owned());
-        match name {
-            "first_name" => lead.first_name = text,
-            "last_name" => lead.last_name = text,
-            "email" => lead.email = text,
-            "phone" => lead.phone = text,
-            "company" => lead.company = text,
-            "job_title" => lead.job_title = text,
-            "source" => lead.source = text,
-            "interest" => lead.interest = text,
-            "timeline" => lead.timeline = text,
-            "status" if value.is_empty() => {}
-            "status" => match LeadStatus::parse(&value.to_lowercase()) {
-                Some(status) => lead.status = Some(status),
-                None => errors.push(format!(
-                    "status: must be one of {}",
-                    LeadStatus::ALL.join(", ")
-                )),
-            },
-            "budget" if value.is_empty() => {}
-            "budget" => match value.replace([',', '$', '€', '£', ' '], "").parse::<f64>() {
-                Ok(budget) => lead.budget = Some(budget),
-                Err(_) => errors.push("budget: must be a number".into()),
-            },
-            "tags" => {
-                lead.tags = Some(
-                    value
-                        .split(';')
-                        .map(|t| unguard_formula(t.trim()))
-                        .filter(|t| !t.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                );
-            }
-            "repeat_customer" if value.is_empty() => {}
-            "repeat_customer" => match value.to_lowercase().as_str() {
-                "true" | "yes" | "1" => lead.repeat_customer = Some(true),
-                "false" | "no" | "0" => lead.repeat_customer = Some(false),
-                _ => errors.push("repeat_customer: must be true or false".into()),
-            },
-            _ => {}
-        }
-    }
-    if record.len() > headers.len() {
-        errors.push(format!(
-            "has {} fields, the header {}",
-            record.len(),
-            headers.len()
-        ));
-    }
-    (lead, errors)
 }
 
 /// Export the leads the list would show for the same filter (all pages, up to 100,000 rows).
@@ -391,13 +218,6 @@ fn export_row(lead: &Lead) -> Vec<String> {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
     ]
-}
-
-fn unguard_formula(value: &str) -> &str {
-    match value.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
-        _ => value,
-    }
 }
 
 /// Spreadsheets run cells starting with = + - @ as formulas (CSV injection); a leading quote

@@ -6,6 +6,7 @@ mod bulk;
 pub mod counts;
 mod csv;
 pub mod filter;
+pub mod import;
 pub mod model;
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};

@@ -8,32 +8,32 @@
 mod admin;
 pub mod bots;
 pub mod keys;
+pub mod parse;
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Query, State},
+    extract::{Query, RawQuery, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use leadflow_events::Envelope;
-use leadflow_platform::{outbox, telemetry::current_traceparent};
+use leadflow_platform::outbox;
 use prometheus::IntCounterVec;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tower_http::cors::{Any, CorsLayer};
 use uuid::Uuid;
 
 pub use admin::router as admin_router;
+use parse::PixelCredential;
 
 use crate::{error::ApiError, state::AppState};
 
-pub const MAX_EVENTS: usize = 500;
-const MAX_PROPERTIES: usize = 8 * 1024;
 const PIXEL: [u8; 43] = *b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\x21\xf9\x04\x01\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
 
 /// `tracking_events_total{outcome}`: accepted (JetStream), queued (outbox), rejected, lost.
@@ -72,25 +72,6 @@ pub struct KeyQuery {
     key: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Batch {
-    events: Vec<Value>,
-}
-
-/// One event as a sender posts it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEvent {
-    id: Option<Uuid>,
-    #[serde(rename = "type")]
-    kind: String,
-    lead_id: Option<Uuid>,
-    anonymous_id: Option<String>,
-    properties: Option<Map<String, Value>>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    timestamp: Option<OffsetDateTime>,
-}
-
 fn write_key(headers: &HeaderMap, query: &KeyQuery) -> Option<String> {
     headers
         .get("x-write-key")
@@ -104,54 +85,6 @@ fn user_agent(headers: &HeaderMap) -> Option<String> {
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(500).collect())
-}
-
-/// Validates one event into an envelope; the error says what is wrong with it.
-fn envelope(raw: Value, agent: Option<&str>, now: OffsetDateTime) -> Result<Envelope, String> {
-    let raw: RawEvent = serde_json::from_value(raw).map_err(|e| e.to_string())?;
-    let kind = raw.kind.trim().to_ascii_lowercase();
-    if kind.is_empty()
-        || kind.len() > 100
-        || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return Err(
-            "type must be 1 to 100 letters, digits or underscores, e.g. pricing_view".into(),
-        );
-    }
-    let anonymous = raw
-        .anonymous_id
-        .map(|a| a.trim().to_owned())
-        .filter(|a| !a.is_empty());
-    if anonymous.as_ref().is_some_and(|a| a.chars().count() > 200) {
-        return Err("anonymous_id must be at most 200 characters".into());
-    }
-    if raw.lead_id.is_none() && anonymous.is_none() {
-        return Err("give lead_id or anonymous_id".into());
-    }
-    let properties = Value::Object(raw.properties.unwrap_or_default());
-    if properties.to_string().len() > MAX_PROPERTIES {
-        return Err("properties must be at most 8 KiB".into());
-    }
-    let time = raw.timestamp.unwrap_or(now);
-    if time > now + time::Duration::minutes(5) {
-        return Err("timestamp is in the future".into());
-    }
-    if time < now - time::Duration::days(30) {
-        return Err("timestamp is more than 30 days old".into());
-    }
-    let mut data = json!({ "properties": properties, "user_agent": agent });
-    if let Some(reason) = bots::suppression(agent) {
-        data["suppressed_reason"] = json!(reason);
-    }
-    let mut event = Envelope::new(format!("engagement.{kind}"), "gateway")
-        .map_err(|e| e.to_string())?
-        .with_data(data)
-        .with_traceparent(current_traceparent());
-    event.id = raw.id.unwrap_or(event.id);
-    event.time = time;
-    event.lead_id = raw.lead_id;
-    event.anonymous_id = anonymous;
-    Ok(event)
 }
 
 /// How a batch was stored.
@@ -282,27 +215,19 @@ async fn accept_batch(
                 .into(),
         });
     }
-    let batch: Batch = serde_json::from_slice(body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "The body is not a batch such as {{\"events\": [...]}}: {e}."
-        ))
-    })?;
-    if batch.events.len() > MAX_EVENTS {
-        return Err(ApiError::Rejected {
+    let parsed = parse::parse_batch(
+        body,
+        user_agent(headers).as_deref(),
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|err| match err {
+        parse::BatchError::NotABatch(_) => ApiError::BadRequest(err.to_string()),
+        parse::BatchError::TooMany => ApiError::Rejected {
             status: StatusCode::PAYLOAD_TOO_LARGE,
-            detail: format!("At most {MAX_EVENTS} events per request."),
-        });
-    }
-    let agent = user_agent(headers);
-    let now = OffsetDateTime::now_utc();
-    let mut good = Vec::with_capacity(batch.events.len());
-    let mut errors = Vec::new();
-    for (index, raw) in batch.events.into_iter().enumerate() {
-        match envelope(raw, agent.as_deref(), now) {
-            Ok(event) => good.push(event),
-            Err(detail) => errors.push(json!({ "index": index, "detail": detail })),
-        }
-    }
+            detail: err.to_string(),
+        },
+    })?;
+    let (good, errors) = (parsed.events, parsed.errors);
     state
         .tracking
         .with_label_values(&["rejected"])
@@ -313,24 +238,15 @@ async fn accept_batch(
     Ok(json!({ "accepted": good.len(), "rejected": errors.len(), "errors": errors }))
 }
 
-#[derive(Deserialize)]
-pub struct PixelQuery {
-    k: Option<String>,
-    t: Option<String>,
-    lead: Option<Uuid>,
-    e: Option<String>,
-    u: Option<String>,
-}
-
 /// The 43-byte transparent GIF, whatever happens: problems are counted, never shown.
 async fn pixel(
     State(state): State<AppState>,
-    query: Result<Query<PixelQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    match query {
-        Ok(Query(query)) => {
-            if let Err(err) = track_pixel(&state, query, &headers).await {
+    match parse::parse_pixel_query(query.as_deref().unwrap_or_default()) {
+        Ok(query) => {
+            if let Err(err) = track_pixel(&state, &query, &headers).await {
                 tracing::debug!(error = %err, "pixel event not stored");
             }
         }
@@ -350,7 +266,7 @@ async fn pixel(
 
 async fn track_pixel(
     state: &AppState,
-    query: PixelQuery,
+    query: &parse::PixelQuery,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
     let reject = |detail: &'static str| {
@@ -358,31 +274,27 @@ async fn track_pixel(
         ApiError::Unauthorized(detail)
     };
     // A signed token names its lead; a write key lets the query name one.
-    let lead = match (&query.t, &query.k) {
-        (Some(token), _) => state
+    let lead = match query.credential() {
+        PixelCredential::LeadToken(token) => state
             .lead_tokens
             .verify(token)
             .ok_or_else(|| reject("bad lead token"))?,
-        (None, Some(key)) => {
+        PixelCredential::WriteKey { key, lead } => {
             state
                 .key_ring
                 .lookup(key)
                 .ok_or_else(|| reject("unknown write key"))?;
-            query.lead.ok_or_else(|| reject("no lead"))?
+            lead.ok_or_else(|| reject("no lead"))?
         }
-        (None, None) => return Err(reject("no credentials")),
+        PixelCredential::None => return Err(reject("no credentials")),
     };
-    let mut properties = Map::new();
-    if let Some(url) = query.u.filter(|u| u.len() <= 2000) {
-        properties.insert("url".into(), Value::String(url));
-    }
-    let raw = json!({ "type": query.e.unwrap_or_else(|| "email_open".into()), "lead_id": lead, "properties": properties });
-    let event = envelope(
-        raw,
-        user_agent(headers).as_deref(),
-        OffsetDateTime::now_utc(),
-    )
-    .map_err(|_| reject("bad event"))?;
+    let event = query
+        .event(
+            lead,
+            user_agent(headers).as_deref(),
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(|_| reject("bad event"))?;
     store(state, &[event]).await.map(drop)
 }
 
@@ -425,7 +337,7 @@ async fn identify(
             (None, None) => return Err(ApiError::invalid("lead_id", "give lead_id or email")),
         };
         let raw = json!({ "type": "identify", "lead_id": lead, "anonymous_id": anonymous });
-        let event = envelope(raw, user_agent(&headers).as_deref(), OffsetDateTime::now_utc()).map_err(ApiError::BadRequest)?;
+        let event = parse::envelope(raw, user_agent(&headers).as_deref(), OffsetDateTime::now_utc()).map_err(ApiError::BadRequest)?;
         store(&state, &[event]).await?;
         Ok(json!({ "lead_id": lead, "anonymous_id": anonymous }))
     }

@@ -222,17 +222,47 @@ async fn logout_revokes_the_refresh_token() {
 }
 
 fn forge(claims: Value, key: &[u8], alg: Algorithm) -> String {
-    jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(key))
-        .expect("encode")
+    forge_with(Header::new(alg), claims, &EncodingKey::from_secret(key))
+}
+
+fn forge_with(header: Header, claims: Value, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(&header, &claims, key).expect("encode")
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token with any header, HMAC-SHA256-signed with `key` whatever the header claims.
+fn hmac_signed(header: &str, claims: &Value, key: &[u8]) -> String {
+    use hmac::Mac as _;
+    let input = format!(
+        "{}.{}",
+        b64(header.as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(input.as_bytes());
+    format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+/// Where a bad credential is presented.
+enum Probe {
+    /// `Authorization: Bearer` on `GET /api/auth/me`.
+    Access(String),
+    /// `POST /api/auth/refresh`.
+    Refresh(String),
 }
 
 #[tokio::test]
-async fn forged_expired_and_misdirected_tokens_are_refused_with_401() {
+async fn every_kind_of_forged_expired_revoked_or_misused_token_gets_a_401_problem() {
     let app = TestApp::spawn().await;
-    let user = app.user("admin").await;
+    let admin = app.user("admin").await;
+    let rep = app.user("sales_rep").await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims = |overrides: Value| {
-        let mut base = json!({"iss": "leadflow", "aud": "leadflow-api", "sub": user.id, "role": "admin",
+        let mut base = json!({"iss": "leadflow", "aud": "leadflow-api", "sub": admin.id, "role": "admin",
                               "iat": now, "nbf": now, "exp": now + 600, "jti": uuid::Uuid::new_v4()});
         for (k, v) in overrides.as_object().expect("object") {
             if v.is_null() {
@@ -244,77 +274,247 @@ async fn forged_expired_and_misdirected_tokens_are_refused_with_401() {
         base
     };
     let secret = JWT_SECRET.as_bytes();
-    let valid = forge(claims(json!({})), secret, Algorithm::HS256);
+    let hs256 = |overrides: Value| forge(claims(overrides), secret, Algorithm::HS256);
+    let valid = hs256(json!({}));
     let (status, _) = app.call("GET", "/api/auth/me", Some(&valid), None).await;
     assert_eq!(status, 200, "the forging itself is right");
+    let (signing_input, signature) = valid.rsplit_once('.').expect("three parts");
 
-    let header_none = {
-        use base64::Engine as _;
-        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let header = engine.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let payload = engine.encode(claims(json!({})).to_string());
-        format!("{header}.{payload}.")
+    // RS256 with a key the attacker made: a server that let the header pick the algorithm
+    // would verify it with whatever key the header points at.
+    let attacker =
+        EncodingKey::from_rsa_pem(include_bytes!("fixtures/attacker_rsa.pem")).expect("an RSA key");
+    // The rep's genuine token with the payload swapped for one that says admin.
+    let tampered_payload = {
+        let parts: Vec<&str> = rep.token.split('.').collect();
+        let payload = claims(json!({"sub": rep.id}));
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(payload.to_string().as_bytes()),
+            parts[2]
+        )
     };
+
+    // A deactivated user's token, a signed-out sign-in's token, and the tokens of a sign-in
+    // revoked because its refresh token was replayed.
+    let deactivated = app.user("sales_rep").await;
+    let (status, _) = app
+        .call(
+            "PATCH",
+            &format!("/api/users/{}", deactivated.id),
+            Some(&admin.token),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let signed_out = app.user("manager").await;
+    let (status, _) = app
+        .call(
+            "POST",
+            "/api/auth/logout",
+            None,
+            Some(json!({"refresh_token": signed_out.refresh})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let replayed = app.user("sales_rep").await;
+    let (status, rotated) = app
+        .call(
+            "POST",
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": replayed.refresh})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let rotated_access = rotated["access_token"].as_str().expect("access").to_owned();
+    let (status, _) = app
+        .call("GET", "/api/auth/me", Some(&rotated_access), None)
+        .await;
+    assert_eq!(status, 200, "rotation keeps the sign-in");
+
     let cases = [
-        ("alg none", header_none),
+        (
+            "alg: none",
+            Probe::Access(format!(
+                "{}.{}.",
+                b64(br#"{"alg":"none","typ":"JWT"}"#),
+                b64(claims(json!({})).to_string().as_bytes())
+            )),
+        ),
         (
             "wrong key",
-            forge(
+            Probe::Access(forge(
                 claims(json!({})),
                 b"another-secret-that-is-long-enough-0000",
                 Algorithm::HS256,
-            ),
+            )),
         ),
         (
-            "HS512 with the right key",
-            forge(claims(json!({})), secret, Algorithm::HS512),
+            "wrong aud",
+            Probe::Access(hs256(json!({"aud": "someone-else"}))),
         ),
-        (
-            "wrong audience",
-            forge(
-                claims(json!({"aud": "someone-else"})),
-                secret,
-                Algorithm::HS256,
-            ),
-        ),
-        (
-            "wrong issuer",
-            forge(claims(json!({"iss": "evil"})), secret, Algorithm::HS256),
-        ),
+        ("wrong iss", Probe::Access(hs256(json!({"iss": "evil"})))),
         (
             "expired",
-            forge(
-                claims(json!({"exp": now - 120, "iat": now - 1000, "nbf": now - 1000})),
+            Probe::Access(hs256(
+                json!({"exp": now - 120, "iat": now - 1000, "nbf": now - 1000}),
+            )),
+        ),
+        (
+            "not yet valid (nbf in the future)",
+            Probe::Access(hs256(json!({"nbf": now + 3600}))),
+        ),
+        (
+            "issued in the future (iat)",
+            Probe::Access(hs256(json!({"iat": now + 3600}))),
+        ),
+        (
+            "key confusion: RS256 header, HMAC-signed with our secret",
+            Probe::Access(hmac_signed(
+                r#"{"alg":"RS256","typ":"JWT"}"#,
+                &claims(json!({})),
                 secret,
-                Algorithm::HS256,
-            ),
+            )),
         ),
         (
-            "not yet valid",
-            forge(claims(json!({"nbf": now + 3600})), secret, Algorithm::HS256),
+            "key confusion: RS256 signed with an attacker's RSA key",
+            Probe::Access(forge_with(
+                Header::new(Algorithm::RS256),
+                claims(json!({})),
+                &attacker,
+            )),
         ),
         (
-            "no expiry",
-            forge(claims(json!({"exp": null})), secret, Algorithm::HS256),
+            "algorithm substitution: HS512 with our secret",
+            Probe::Access(forge(claims(json!({})), secret, Algorithm::HS512)),
         ),
         (
-            "no audience",
-            forge(claims(json!({"aud": null})), secret, Algorithm::HS256),
+            "truncated signature",
+            Probe::Access(format!(
+                "{signing_input}.{}",
+                &signature[..signature.len() - 6]
+            )),
         ),
+        ("no signature", Probe::Access(format!("{signing_input}."))),
+        ("tampered signature", Probe::Access(format!("{valid}x"))),
+        (
+            "tampered payload (a sales rep's token made admin)",
+            Probe::Access(tampered_payload),
+        ),
+        ("missing sub", Probe::Access(hs256(json!({"sub": null})))),
+        (
+            "sub not a user id",
+            Probe::Access(hs256(json!({"sub": "admin"}))),
+        ),
+        (
+            "unknown user",
+            Probe::Access(hs256(json!({"sub": uuid::Uuid::new_v4()}))),
+        ),
+        (
+            "unknown kid",
+            Probe::Access(forge_with(
+                Header {
+                    kid: Some("attacker-key-1".into()),
+                    ..Header::new(Algorithm::HS256)
+                },
+                claims(json!({})),
+                &EncodingKey::from_secret(secret),
+            )),
+        ),
+        (
+            "jku header pointing at someone else's keys",
+            Probe::Access(forge_with(
+                Header {
+                    jku: Some("https://evil.example/jwks.json".into()),
+                    ..Header::new(Algorithm::HS256)
+                },
+                claims(json!({})),
+                &EncodingKey::from_secret(secret),
+            )),
+        ),
+        ("missing exp", Probe::Access(hs256(json!({"exp": null})))),
+        ("missing aud", Probe::Access(hs256(json!({"aud": null})))),
         (
             "unknown role",
-            forge(claims(json!({"role": "root"})), secret, Algorithm::HS256),
+            Probe::Access(hs256(json!({"role": "root"}))),
         ),
-        ("tampered", format!("{valid}x")),
-        ("garbage", "not.a.token".to_owned()),
-        ("refresh token as access token", user.refresh.clone()),
+        ("garbage", Probe::Access("not.a.token".to_owned())),
+        ("empty bearer", Probe::Access(String::new())),
+        (
+            "refresh token used as access token",
+            Probe::Access(rep.refresh.clone()),
+        ),
+        ("deactivated user", Probe::Access(deactivated.token.clone())),
+        (
+            "access token after logout",
+            Probe::Access(signed_out.token.clone()),
+        ),
+        // Probed in this order: the replay revokes the sign-in, then its access tokens fail.
+        (
+            "reused refresh token",
+            Probe::Refresh(replayed.refresh.clone()),
+        ),
+        (
+            "access token of a sign-in revoked for refresh-token reuse",
+            Probe::Access(rotated_access.clone()),
+        ),
+        (
+            "first access token of a sign-in revoked for refresh-token reuse",
+            Probe::Access(replayed.token.clone()),
+        ),
+        (
+            "refresh token after logout",
+            Probe::Refresh(signed_out.refresh.clone()),
+        ),
+        (
+            "access token used as refresh token",
+            Probe::Refresh(admin.token.clone()),
+        ),
+        (
+            "made-up refresh token",
+            Probe::Refresh("made-up".to_owned()),
+        ),
     ];
-    for (name, token) in cases {
-        let (status, problem) = app.call("GET", "/api/auth/me", Some(&token), None).await;
-        assert_eq!(status, 401, "{name}: {problem}");
+    let mut names = std::collections::HashSet::new();
+    for (name, probe) in cases {
+        assert!(names.insert(name), "{name} is listed twice");
+        let request = match &probe {
+            Probe::Access(token) => app
+                .client
+                .get(app.url("/api/auth/me"))
+                .header("authorization", format!("Bearer {token}")),
+            Probe::Refresh(token) => app
+                .client
+                .post(app.url("/api/auth/refresh"))
+                .json(&json!({"refresh_token": token})),
+        };
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response.text().await.expect("body");
+        assert_eq!(status, 401, "{name}: {body}");
+        assert_eq!(content_type, "application/problem+json", "{name}");
+        let problem: Value = serde_json::from_str(&body).expect("JSON problem");
+        assert_eq!(problem["status"], 401, "{name}: {problem}");
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| d.len() > 10),
+            "{name}: {problem}"
+        );
     }
+    assert!(names.len() >= 15);
     let (status, _) = app.call("GET", "/api/auth/me", None, None).await;
     assert_eq!(status, 401, "anonymous");
+    let (status, _) = app
+        .call("GET", "/api/auth/me", Some(&admin.token), None)
+        .await;
+    assert_eq!(status, 200, "other sign-ins are untouched");
     app.stop().await;
 }
 

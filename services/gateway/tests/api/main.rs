@@ -3,6 +3,7 @@
 mod access;
 mod auth;
 mod changes;
+mod corpus;
 mod helpers;
 mod http;
 mod leads;

@@ -4,6 +4,7 @@
 mod email;
 mod helpers;
 mod webhooks;
+mod xss;
 
 use std::time::{Duration, Instant};
 
