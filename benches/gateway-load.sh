@@ -70,3 +70,9 @@ login_pid=$!
 run get_lead
 wait "$login_pid"
 echo "   logins meanwhile: $(grep -E "Requests/sec|Non-2xx" "$work/login.txt" | tr -s " " | tr "\n" " ")"
+
+# The same run's ceiling: raw JetStream publishing and PostgreSQL batched inserts (BASELINE=0 skips).
+if [ "${BASELINE:-1}" != 0 ]; then
+  echo "== baseline on this machine, same run"
+  benches/baseline.sh
+fi

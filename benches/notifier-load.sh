@@ -63,3 +63,9 @@ def q(p):
         if n >= p * total:
             return "<= %g ms" % (le * 1000) if le != float("inf") else "> 10 s"
 print("notifier event-to-push histogram: p50 %s, p99 %s (%d pushes)" % (q(0.5), q(0.99), total))'
+
+# The same run's ceiling: raw JetStream publishing and PostgreSQL batched inserts (BASELINE=0 skips).
+if [ "${BASELINE:-1}" != 0 ]; then
+  echo "== baseline on this machine, same run"
+  benches/baseline.sh
+fi

@@ -82,3 +82,8 @@ done
 start=$(date +%s)
 until [ "$(lag)" = 0 ]; do sleep 1; done
 echo "scorer drained $(( $(date +%s) - start )) s after the load stopped; memory ${first_rss} -> $(rss_mib) MiB"
+
+if [ "${BASELINE:-1}" != 0 ]; then
+  echo "== baseline on this machine, same run"
+  benches/baseline.sh
+fi

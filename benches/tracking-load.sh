@@ -104,3 +104,9 @@ run pixel "single pixels, $CONNECTIONS connections, $DURATION" 1
 export RATE=$RATE_PACED
 run track_batch "batches of $BATCH paced at $RATE events/s, $CONNECTIONS connections, $DURATION" "$BATCH"
 run pixel "single pixels paced at $RATE events/s, $CONNECTIONS connections, $DURATION" 1
+
+# The same run's ceiling: raw JetStream publishing and PostgreSQL batched inserts (BASELINE=0 skips).
+if [ "${BASELINE:-1}" != 0 ]; then
+  echo "== baseline on this machine, same run"
+  benches/baseline.sh
+fi
