@@ -4,6 +4,7 @@ mod access;
 mod auth;
 mod changes;
 mod helpers;
+mod hostile;
 mod http;
 mod leads;
 mod notifier;
