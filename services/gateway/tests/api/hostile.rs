@@ -228,3 +228,29 @@ async fn the_document_describes_errors_as_problems_and_parameters_where_they_are
     assert_eq!(breakdown["type"], "array", "{breakdown}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_huge_number_in_free_form_json_reads_back_instead_of_a_500() {
+    let app = TestApp::spawn().await;
+    let admin = app.user("admin").await;
+    // jsonb keeps the number exactly and answers it as 309 digits; reading that back must give
+    // the same f64, not "number out of range".
+    let lead = app
+        .create_lead(
+            &admin.token,
+            json!({"first_name": "Ada", "custom": {"big": f64::MAX, "tiny": -f64::MAX}, "utm": {"n": 7.0072935250900616e16}}),
+        )
+        .await;
+    assert_eq!(lead["custom"]["big"], json!(f64::MAX), "{lead}");
+    let (status, read) = app
+        .call(
+            "GET",
+            &format!("/api/leads/{}", lead["id"].as_str().expect("id")),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["custom"]["tiny"], json!(-f64::MAX), "{read}");
+    app.stop().await;
+}
