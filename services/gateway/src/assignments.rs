@@ -151,17 +151,21 @@ async fn set_owner(conn: &mut PgConnection, lead_id: Uuid, owner: Uuid) -> sqlx:
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AssignmentFilter {
     /// `active`, `transferred` or `completed`.
+    #[param(pattern = "^(active|transferred|completed)$")]
     status: Option<String>,
     assignee_id: Option<Uuid>,
     lead_id: Option<Uuid>,
     /// 1-based page number.
     #[serde(default = "crate::pagination::first_page")]
+    #[param(minimum = 1)]
     page: i64,
     /// At most 100.
     #[serde(default = "crate::pagination::default_per_page")]
+    #[param(minimum = 1, maximum = 100)]
     per_page: i64,
 }
 
@@ -219,6 +223,7 @@ async fn list_assignments(
 pub struct NewAssignment {
     lead_id: Uuid,
     assignee_id: Uuid,
+    #[schema(max_length = 2000)]
     note: Option<String>,
 }
 
@@ -278,6 +283,7 @@ async fn fetch_active(conn: &mut PgConnection, actor: &Actor, id: Uuid) -> ApiRe
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
     assignee_id: Uuid,
+    #[schema(max_length = 2000)]
     note: Option<String>,
 }
 

@@ -40,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditFilter {
     /// e.g. `auth.login`, `lead.update`.
@@ -48,9 +49,11 @@ pub struct AuditFilter {
     entity_id: Option<Uuid>,
     /// 1-based page number.
     #[serde(default = "crate::pagination::first_page")]
+    #[param(minimum = 1)]
     page: i64,
     /// At most 100.
     #[serde(default = "crate::pagination::default_per_page")]
+    #[param(minimum = 1, maximum = 100)]
     per_page: i64,
 }
 

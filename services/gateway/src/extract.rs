@@ -20,19 +20,59 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        // Read as a JSON value first: every body the API takes is an object, and serde would
+        // otherwise also fill a struct from an array of its fields in order (`[null, null]`).
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
+            .await
+            .map_err(json_rejection)?;
+        if !value.is_object() {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
         }
+        // PostgreSQL text and jsonb cannot hold NUL; refuse it here rather than fail the insert.
+        if let Some(field) = nul_field(&value, "") {
+            return Err(ApiError::invalid(
+                &field,
+                "must not contain the NUL character (\\u0000)",
+            ));
+        }
+        serde_path_to_error::deserialize(value)
+            .map(Self)
+            .map_err(|error| ApiError::Validation(vec![field_error(&error)]))
+    }
+}
+
+/// The first field (as `a.b[2]`) whose name or text holds a NUL character.
+fn nul_field(value: &serde_json::Value, path: &str) -> Option<String> {
+    let here = || {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then(here),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_field(item, &format!("{}[{i}]", here()))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(name, item)| {
+            let path = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            if name.contains('\0') {
+                Some(here())
+            } else {
+                nul_field(item, &path)
+            }
+        }),
+        _ => None,
     }
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if let JsonRejection::JsonDataError(error) = &rejection
-        && let Some(field) = field_error(error)
-    {
-        return ApiError::Validation(vec![field]);
-    }
     let status = rejection.status();
     let detail = match &rejection {
         JsonRejection::MissingJsonContentType(_) => {
@@ -46,26 +86,16 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     ApiError::Rejected { status, detail }
 }
 
-/// The field a well-formed body got wrong (`budget: invalid type: string "lots", expected f64`),
-/// found in the error chain axum keeps.
-fn field_error(error: &dyn std::error::Error) -> Option<leadflow_platform::problem::FieldError> {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if let Some(located) = cause.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>()
-        {
-            let path = located.path().to_string();
-            let detail = located.inner().to_string();
-            let detail = detail
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            let field = if path == "." { "body".to_owned() } else { path };
-            return Some(leadflow_platform::problem::FieldError { field, detail });
-        }
-        source = cause.source();
+/// The field a well-formed body got wrong (`budget: invalid type: string "lots", expected f64`).
+fn field_error(
+    error: &serde_path_to_error::Error<serde_json::Error>,
+) -> leadflow_platform::problem::FieldError {
+    let path = error.path().to_string();
+    let field = if path == "." { "body".to_owned() } else { path };
+    leadflow_platform::problem::FieldError {
+        field,
+        detail: error.inner().to_string(),
     }
-    None
 }
 
 /// `axum::extract::Query` with a 400 problem that quotes the parser.
@@ -75,6 +105,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // `%00` decodes to NUL, which PostgreSQL text cannot hold: refuse it before any query.
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(ApiError::BadRequest(
+                "Query parameters must not contain the NUL character (%00).".into(),
+            ));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Self(q.0))

@@ -46,6 +46,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ItemFilter {
     category: Option<String>,
@@ -54,9 +55,11 @@ pub struct ItemFilter {
     in_stock: bool,
     /// 1-based page number.
     #[serde(default = "crate::pagination::first_page")]
+    #[param(minimum = 1)]
     page: i64,
     /// At most 100.
     #[serde(default = "crate::pagination::default_per_page")]
+    #[param(minimum = 1, maximum = 100)]
     per_page: i64,
 }
 
@@ -101,11 +104,43 @@ async fn list_items(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
+    #[schema(pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$", max_length = 100)]
     sku: Option<String>,
+    #[schema(pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$", max_length = 200)]
     name: Option<String>,
+    #[schema(pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$", max_length = 100)]
     category: Option<String>,
+    #[schema(pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$", max_length = 2000)]
     description: Option<String>,
+    #[schema(minimum = 0, maximum = 999_999_999_999.0)]
     price: Option<f64>,
+    #[schema(minimum = 0)]
+    quantity: Option<i32>,
+    active: Option<bool>,
+}
+
+/// `POST /inventory` as documented: [`ItemInput`] with the fields a new item needs (blank text
+/// counts as absent, and control characters other than tab and newline are refused).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NewItemDoc {
+    #[schema(pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$", max_length = 100)]
+    sku: Option<String>,
+    #[schema(
+        pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b-\x1f\x7f-\x9f]*$",
+        max_length = 200
+    )]
+    name: String,
+    #[schema(
+        pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b-\x1f\x7f-\x9f]*$",
+        max_length = 100
+    )]
+    category: String,
+    #[schema(pattern = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$", max_length = 2000)]
+    description: Option<String>,
+    #[schema(minimum = 0, maximum = 999_999_999_999.0)]
+    price: f64,
+    #[schema(minimum = 0)]
     quantity: Option<i32>,
     active: Option<bool>,
 }
@@ -162,7 +197,7 @@ fn sku_conflict(e: sqlx::Error) -> ApiError {
 }
 
 /// Add an item (admins and managers).
-#[utoipa::path(post, path = "/inventory", tag = "inventory", security(("bearer" = [])), request_body = ItemInput,
+#[utoipa::path(post, path = "/inventory", tag = "inventory", security(("bearer" = [])), request_body = NewItemDoc,
     responses((status = 201, body = Item), (status = 403, body = ProblemDoc), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 async fn create_item(
     State(state): State<AppState>,
@@ -223,7 +258,8 @@ async fn get_item(
 
 /// Change an item (admins and managers).
 #[utoipa::path(patch, path = "/inventory/{id}", tag = "inventory", security(("bearer" = [])), params(("id" = Uuid, Path)), request_body = ItemInput,
-    responses((status = 200, body = Item), (status = 403, body = ProblemDoc), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = Item), (status = 403, body = ProblemDoc), (status = 404, body = ProblemDoc),
+        (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 async fn update_item(
     State(state): State<AppState>,
     Auth(actor): Auth,

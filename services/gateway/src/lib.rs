@@ -88,10 +88,12 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The router and the OpenAPI document built from the same registrations, so they cannot drift.
 pub fn router_and_spec() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (router, mut spec) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/api", api())
         .routes(routes!(meta::service_info))
-        .split_for_parts()
+        .split_for_parts();
+    openapi::complete(&mut spec);
+    (router, spec)
 }
 
 /// Builds the gateway: validates its configuration, binds `GATEWAY_ADDR`, and starts the outbox

@@ -52,6 +52,7 @@ fn clean_body(body: &str) -> ApiResult<String> {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NoteFilter {
     /// The lead whose notes to list.
@@ -81,6 +82,7 @@ async fn list_notes(
 #[serde(deny_unknown_fields)]
 pub struct NewNote {
     lead_id: Uuid,
+    #[schema(pattern = r"\S", max_length = 20000)]
     body: String,
 }
 
@@ -148,6 +150,7 @@ async fn fetch_editable(conn: &mut sqlx::PgConnection, actor: &Actor, id: Uuid) 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotePatch {
+    #[schema(pattern = r"\S", max_length = 20000)]
     body: String,
 }
 

@@ -86,6 +86,7 @@ async fn stream_ticket(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationFilter {
     /// `true`: only unread ones.
@@ -93,9 +94,11 @@ pub struct NotificationFilter {
     unread: bool,
     /// 1-based page number.
     #[serde(default = "crate::pagination::first_page")]
+    #[param(minimum = 1)]
     page: i64,
     /// At most 100.
     #[serde(default = "crate::pagination::default_per_page")]
+    #[param(minimum = 1, maximum = 100)]
     per_page: i64,
 }
 

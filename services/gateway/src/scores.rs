@@ -45,12 +45,24 @@ pub struct ScoreRecord {
     confidence: String,
     confidence_value: f64,
     /// Which signal gave how many points.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<ContributionDoc>)]
     breakdown: Value,
     model_version: String,
     trigger_event_id: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+}
+
+/// One line of a breakdown as the scorer writes it (`leadflow_scorer::model::Contribution`); the
+/// column is stored JSON, so this only documents its shape.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ContributionDoc {
+    signal: String,
+    /// `engagement`, `buying_signal` or `demographic`.
+    component: String,
+    points: f64,
+    detail: String,
 }
 
 const SCORE_COLUMNS: &str = "id, total::int4 as total, engagement::float8 as engagement, buying_signal::float8 as buying_signal,
@@ -186,9 +198,11 @@ async fn lead_events(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PrioritizedQuery {
     /// How many leads (1 to 50, default 5).
+    #[param(minimum = 1, maximum = 50)]
     limit: Option<i64>,
 }
 

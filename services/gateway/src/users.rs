@@ -90,15 +90,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserFilter {
     role: Option<Role>,
     active: Option<bool>,
     /// 1-based page number.
     #[serde(default = "crate::pagination::first_page")]
+    #[param(minimum = 1)]
     page: i64,
     /// At most 100.
     #[serde(default = "crate::pagination::default_per_page")]
+    #[param(minimum = 1, maximum = 100)]
     per_page: i64,
 }
 
@@ -141,8 +144,14 @@ async fn list_users(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    #[schema(
+        pattern = r"^\s*[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]\s*$",
+        max_length = 254
+    )]
     email: String,
+    #[schema(pattern = r"\S", max_length = 200)]
     name: String,
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
     /// Defaults to `sales_rep`; managers may only create sales reps.
     role: Option<Role>,
@@ -224,10 +233,12 @@ async fn get_user(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
+    #[schema(pattern = r"\S", max_length = 200)]
     name: Option<String>,
     role: Option<Role>,
     active: Option<bool>,
     /// Sets a new password (a reset); the user's sessions are signed out.
+    #[schema(min_length = 8, max_length = 128)]
     password: Option<String>,
 }
 

@@ -62,12 +62,18 @@ const COLUMNS: &str = "id, url, description, event_types, active, consecutive_fa
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
-    #[schema(example = "https://hooks.example.com/leadflow")]
+    #[schema(
+        example = "https://hooks.example.com/leadflow",
+        pattern = r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,4})?(/\S*)?$",
+        max_length = 2000
+    )]
     url: String,
+    #[schema(max_length = 500)]
     description: Option<String>,
     /// Any of `assignment.created`, `assignment.transferred`, `assignment.completed`, `lead.hot`;
     /// empty or absent: all.
     #[serde(default)]
+    #[schema(value_type = Vec<EventTypeDoc>)]
     event_types: Vec<String>,
 }
 
@@ -82,11 +88,40 @@ pub struct CreatedWebhook {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookUpdate {
+    #[schema(
+        pattern = r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,4})?(/\S*)?$",
+        max_length = 2000
+    )]
     url: Option<String>,
+    #[schema(max_length = 500)]
     description: Option<String>,
+    #[schema(value_type = Option<Vec<EventTypeDoc>>)]
     event_types: Option<Vec<String>>,
     /// `true` re-enables a disabled webhook and forgets its failures.
     active: Option<bool>,
+}
+
+/// [`EVENT_TYPES`] as the OpenAPI document lists them; requests carry plain strings.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+enum EventTypeDoc {
+    #[serde(rename = "assignment.created")]
+    AssignmentCreated,
+    #[serde(rename = "assignment.transferred")]
+    AssignmentTransferred,
+    #[serde(rename = "assignment.completed")]
+    AssignmentCompleted,
+    #[serde(rename = "lead.hot")]
+    LeadHot,
+}
+
+/// The URL as given with its scheme in lower case: `HTTP://` names the same endpoint, and the
+/// table only takes `http://` and `https://` (its check constraint is case-sensitive).
+fn lowercase_scheme(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+        None => url.to_owned(),
+    }
 }
 
 fn check_url(url: &str, errors: &mut Vec<leadflow_platform::problem::FieldError>) {
@@ -155,7 +190,8 @@ async fn create_webhook(
     ApiJson(body): ApiJson<NewWebhook>,
 ) -> ApiResult<impl IntoResponse> {
     require(&actor, Permission::ManageWebhooks)?;
-    let url = body.url.trim();
+    let url = lowercase_scheme(body.url.trim());
+    let url = url.as_str();
     let mut errors = Vec::new();
     check_url(url, &mut errors);
     check_types(&body.event_types, &mut errors);
@@ -208,7 +244,8 @@ async fn update_webhook(
     ApiJson(body): ApiJson<WebhookUpdate>,
 ) -> ApiResult<Json<Webhook>> {
     require(&actor, Permission::ManageWebhooks)?;
-    let url = body.url.as_deref().map(str::trim);
+    let url = body.url.as_deref().map(|u| lowercase_scheme(u.trim()));
+    let url = url.as_deref();
     let mut errors = Vec::new();
     if let Some(url) = url {
         check_url(url, &mut errors);
@@ -313,10 +350,12 @@ pub struct Delivery {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryFilter {
     /// Most recent deliveries to return (at most 100).
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 100)]
     limit: i64,
 }
 
@@ -335,8 +374,9 @@ async fn list_deliveries(
     ApiQuery(filter): ApiQuery<DeliveryFilter>,
 ) -> ApiResult<Json<Vec<Delivery>>> {
     require(&actor, Permission::ManageWebhooks)?;
+    // A query parameter, so a 400 like every other unreadable query (the 422s are for bodies).
     if !(1..=100).contains(&filter.limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 100"));
+        return Err(ApiError::BadRequest("limit must be 1 to 100.".into()));
     }
     let mut conn = state.conn().await?;
     let exists: Option<Uuid> = sqlx::query_scalar("select id from webhooks where id = $1")

@@ -17,7 +17,7 @@ use crate::{
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MeUpdate {
-    #[schema(example = "Ada Lovelace")]
+    #[schema(example = "Ada Lovelace", pattern = r"\S", max_length = 200)]
     name: Option<String>,
     preferences: Option<Preferences>,
 }

@@ -37,10 +37,19 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     #[schema(example = "rep@example.com")]
+    #[schema(
+        pattern = r"^\s*[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]\s*$",
+        max_length = 254
+    )]
     email: String,
-    #[schema(example = "a long and unusual passphrase")]
+    #[schema(
+        example = "a long and unusual passphrase",
+        min_length = 8,
+        max_length = 128
+    )]
     password: String,
     #[schema(example = "Ada Lovelace")]
+    #[schema(pattern = r"\S", max_length = 200)]
     name: String,
 }
 

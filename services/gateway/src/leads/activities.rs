@@ -47,7 +47,9 @@ const LOGGABLE: [&str; 5] = ["call", "email", "meeting", "note", "other"];
 #[serde(deny_unknown_fields)]
 pub struct NewActivity {
     /// call, email, meeting, note or other.
+    #[schema(pattern = "^(call|email|meeting|note|other)$")]
     kind: String,
+    #[schema(pattern = r"\S", max_length = 2000)]
     summary: String,
     #[schema(value_type = Option<Object>)]
     details: Option<Value>,

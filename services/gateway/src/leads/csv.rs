@@ -147,8 +147,7 @@ async fn import_leads(
 
 /// Export the leads the list would show for the same filter (all pages, up to 100,000 rows).
 #[utoipa::path(get, path = "/leads/export", tag = "leads", security(("bearer" = [])),
-    params(("q" = Option<String>, Query), ("status" = Option<String>, Query), ("tier" = Option<String>, Query),
-           ("owner_id" = Option<Uuid>, Query), ("assigned_to" = Option<String>, Query), ("sort" = Option<String>, Query)),
+    params(super::filter::LeadQueryDoc),
     responses((status = 200, content_type = "text/csv", body = String), (status = 400, body = ProblemDoc)))]
 async fn export_leads(
     State(state): State<AppState>,

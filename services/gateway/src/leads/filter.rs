@@ -39,6 +39,47 @@ const SORTS: &[(&str, &str)] = &[
 ];
 const NULLABLE: &[&str] = &["score", "last_activity_at", "company", "budget"];
 
+/// The filter parameters as OpenAPI documents them (`GET /leads` and `/leads/export`). Parsing
+/// is [`LeadFilter::parse`]'s, which keeps the order of `sort`; this type only describes it, with
+/// the patterns and bounds the parser enforces.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct LeadQueryDoc {
+    /// Search in name, e-mail and company.
+    q: Option<String>,
+    /// Comma-separated: new, contacted, qualified, won, lost.
+    #[param(
+        pattern = r"^(new|contacted|qualified|won|lost)?(,(new|contacted|qualified|won|lost)?)*$"
+    )]
+    status: Option<String>,
+    /// Comma-separated: hot, warm, cold.
+    #[param(pattern = r"^(hot|warm|cold)?(,(hot|warm|cold)?)*$")]
+    tier: Option<String>,
+    owner_id: Option<Uuid>,
+    /// `me`: the caller's leads.
+    #[param(pattern = r"^me$")]
+    assigned_to: Option<String>,
+    #[param(minimum = 0, maximum = 100)]
+    min_score: Option<i32>,
+    #[param(minimum = 0, maximum = 100)]
+    max_score: Option<i32>,
+    /// A date (`2026-11-25`) or an RFC 3339 time.
+    #[param(value_type = Option<OffsetDateTime>)]
+    created_after: Option<String>,
+    /// A date (`2026-11-25`) or an RFC 3339 time.
+    #[param(value_type = Option<OffsetDateTime>)]
+    created_before: Option<String>,
+    tag: Option<String>,
+    source: Option<String>,
+    /// Comma-separated fields, `-` for descending (e.g. `-score,created_at`): score, created_at,
+    /// updated_at, last_activity_at, last_name, company, status, budget.
+    #[param(
+        pattern = r"^([-+]?(score|created_at|updated_at|last_activity_at|last_name|company|status|budget))?(,([-+]?(score|created_at|updated_at|last_activity_at|last_name|company|status|budget))?)*$"
+    )]
+    sort: Option<String>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct LeadFilter {
     pub q: Option<String>,
@@ -66,6 +107,12 @@ impl LeadFilter {
         let mut filter = LeadFilter::default();
         for (key, value) in pairs {
             let value = value.trim();
+            // PostgreSQL text cannot hold NUL; refuse it here rather than fail the query.
+            if value.contains('\0') {
+                return Err(bad(format!(
+                    "{key} must not contain the NUL character (%00)."
+                )));
+            }
             match key.as_str() {
                 "q" if !value.is_empty() => filter.q = Some(value.chars().take(200).collect()),
                 "q" => {}

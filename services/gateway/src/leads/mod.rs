@@ -99,17 +99,9 @@ async fn count_leads(
 /// List leads: filter, search, sort, paginate. Sales reps see only their own.
 #[utoipa::path(get, path = "/leads", tag = "leads", security(("bearer" = [])),
     params(
-        ("q" = Option<String>, Query, description = "search in name, e-mail and company"),
-        ("status" = Option<String>, Query, description = "comma-separated: new, contacted, qualified, won, lost"),
-        ("tier" = Option<String>, Query, description = "comma-separated: hot, warm, cold"),
-        ("owner_id" = Option<Uuid>, Query),
-        ("assigned_to" = Option<String>, Query, description = "`me`: the caller's leads"),
-        ("min_score" = Option<i32>, Query), ("max_score" = Option<i32>, Query),
-        ("created_after" = Option<String>, Query, description = "date or RFC 3339 time"),
-        ("created_before" = Option<String>, Query, description = "date or RFC 3339 time"),
-        ("tag" = Option<String>, Query), ("source" = Option<String>, Query),
-        ("sort" = Option<String>, Query, description = "e.g. `-score,created_at`; fields: score, created_at, updated_at, last_activity_at, last_name, company, status, budget"),
-        ("page" = Option<i64>, Query), ("per_page" = Option<i64>, Query, description = "at most 100"),
+        filter::LeadQueryDoc,
+        ("page" = Option<i64>, Query, minimum = 1),
+        ("per_page" = Option<i64>, Query, minimum = 1, maximum = 100, description = "at most 100"),
     ),
     responses((status = 200, body = Page<Lead>), (status = 400, body = ProblemDoc), (status = 401, body = ProblemDoc)))]
 async fn list_leads(

@@ -45,6 +45,7 @@ const COLUMNS: &str = "id, name, key_prefix, allowed_origins, revoked_at, create
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
+    #[schema(pattern = r"\S", max_length = 200)]
     name: String,
     /// Origins allowed to send events with this key (e.g. `https://www.example.com`); empty: any.
     #[serde(default)]

@@ -5,6 +5,7 @@ mod auth;
 mod changes;
 mod corpus;
 mod helpers;
+mod hostile;
 mod http;
 mod leads;
 mod notifier;
