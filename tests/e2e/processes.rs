@@ -209,6 +209,33 @@ impl Service {
         }
     }
 
+    /// SIGTERM, as an orchestrator stops a pod: the service must drain and exit with success
+    /// within its shutdown timeout (and some slack).
+    pub async fn terminate(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        signal(child, "TERM");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not stop within 20 s of SIGTERM",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        self.child = None;
+        assert!(
+            status.success(),
+            "{} stopped uncleanly on SIGTERM: {status}",
+            self.name
+        );
+    }
+
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart follows kill");
         self.spawn();
