@@ -18,7 +18,6 @@ use std::{
 };
 
 use leadflow_events::{Envelope, Namespace, Stream};
-use leadflow_platform::{config::DatabaseUrl, db};
 use leadflow_testkit::{TcpProxy, TestDb, eventually, server_url, unique_namespace};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -26,13 +25,15 @@ use tokio::{task::JoinHandle, time::sleep};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::processes::{NatsServer, Service};
+use crate::{
+    helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, seeded_db},
+    processes::{NatsServer, Service},
+};
 
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 /// Event types that each fold into the signal of the same name, so counts can be checked exactly.
 const TYPES: [&str; 4] = ["page_view", "pricing_view", "email_open", "calculator_use"];
 const LEADS: usize = 20;
-const PASSWORD: &str = "an-admin-password-123";
 
 /// One test's leadflow: its database, its NATS server, a gateway and a scorer as processes.
 struct Pipeline {
@@ -53,27 +54,7 @@ impl Pipeline {
     /// `services_db` lets a test put a proxy between the services and PostgreSQL; `extra` adds
     /// environment to every service.
     async fn start(services_db: Option<SocketAddr>, extra: &[(&str, &str)]) -> Self {
-        let db = TestDb::empty().await;
-        let url: DatabaseUrl = db.url.parse().expect("url");
-        db::migrate(&url).await.expect("migrate");
-        let pool = PgPool::connect(&db.url).await.expect("pool");
-        let admin = leadflow_gateway::admin::NewAdmin::parse(
-            "admin@example.com",
-            PASSWORD.to_owned().into(),
-            "Admin",
-        )
-        .expect("admin");
-        leadflow_gateway::admin::upsert_admin(&pool, &admin)
-            .await
-            .expect("admin");
-        let leads: Vec<Uuid> = sqlx::query_scalar(
-            "insert into leads (first_name, email) select 'Lead', 'l' || i || '@example.com'
-             from generate_series(1, $1) i returning id",
-        )
-        .bind(LEADS as i32)
-        .fetch_all(&pool)
-        .await
-        .expect("leads");
+        let (db, pool, leads) = seeded_db(LEADS).await;
 
         let services_db_url = match services_db {
             Some(addr) => {
@@ -97,7 +78,7 @@ impl Pipeline {
 
         let session: Value = http
             .post(format!("{}/api/auth/login", gateway.base))
-            .json(&json!({"email": "admin@example.com", "password": PASSWORD}))
+            .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
             .send()
             .await
             .expect("login")

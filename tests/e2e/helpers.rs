@@ -7,6 +7,34 @@ use serde_json::Value;
 use crate::processes::{NatsServer, Service};
 
 pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "an-admin-password-123";
+
+/// A migrated test database with an admin (`ADMIN_EMAIL`, `ADMIN_PASSWORD`) and `leads` leads.
+pub async fn seeded_db(leads: usize) -> (TestDb, sqlx::PgPool, Vec<uuid::Uuid>) {
+    let db = TestDb::empty().await;
+    let url: DatabaseUrl = db.url.parse().expect("url");
+    db::migrate(&url).await.expect("migrate");
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+    let admin = leadflow_gateway::admin::NewAdmin::parse(
+        ADMIN_EMAIL,
+        ADMIN_PASSWORD.to_owned().into(),
+        "Admin",
+    )
+    .expect("admin");
+    leadflow_gateway::admin::upsert_admin(&pool, &admin)
+        .await
+        .expect("admin");
+    let ids = sqlx::query_scalar(
+        "insert into leads (first_name, email) select 'Lead', 'l' || i || '@example.com'
+         from generate_series(1, $1) i returning id",
+    )
+    .bind(i32::try_from(leads).expect("lead count"))
+    .fetch_all(&pool)
+    .await
+    .expect("leads");
+    (db, pool, ids)
+}
 
 /// The three service binaries, each its own process on a free port, against one test database and
 /// a `nats-server` of the stack's own.

@@ -5,12 +5,14 @@
 
 use std::time::Duration;
 
-use leadflow_platform::{config::DatabaseUrl, db};
-use leadflow_testkit::{TestDb, eventually, unique_namespace};
+use leadflow_testkit::{eventually, unique_namespace};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::processes::{NatsServer, Service};
+use crate::{
+    helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, seeded_db},
+    processes::{NatsServer, Service},
+};
 
 /// `leadflow_events_consumed_total` of the scorer's engagement consumer.
 async fn consumed(http: &reqwest::Client, scorer: &Service) -> f64 {
@@ -69,28 +71,9 @@ async fn call(
 
 #[tokio::test]
 async fn two_of_each_share_the_work_and_losing_one_of_each_loses_and_repeats_nothing() {
-    let test_db = TestDb::empty().await;
-    let url: DatabaseUrl = test_db.url.parse().expect("url");
-    db::migrate(&url).await.expect("migrate");
+    let (test_db, pool, leads) = seeded_db(40).await;
     let namespace = unique_namespace();
     let nats = NatsServer::start().await;
-    let pool = sqlx::PgPool::connect(&test_db.url).await.expect("pool");
-    let admin = leadflow_gateway::admin::NewAdmin::parse(
-        "admin@example.com",
-        "an-admin-password-123".to_owned().into(),
-        "Admin",
-    )
-    .expect("admin");
-    leadflow_gateway::admin::upsert_admin(&pool, &admin)
-        .await
-        .expect("admin");
-    let leads: Vec<Uuid> = sqlx::query_scalar(
-        "insert into leads (first_name, email) select 'Lead', 'l' || i || '@example.com'
-         from generate_series(1, 40) i returning id",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("leads");
 
     let mut gateways: Vec<Service> = (0..2)
         .map(|_| Service::start("gateway", &test_db.url, &nats.url(), &namespace, &[]))
@@ -108,7 +91,7 @@ async fn two_of_each_share_the_work_and_losing_one_of_each_loses_and_repeats_not
 
     let session: Value = http
         .post(format!("{}/api/auth/login", gateways[0].base))
-        .json(&json!({"email": "admin@example.com", "password": "an-admin-password-123"}))
+        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
         .send()
         .await
         .expect("login")
