@@ -4,8 +4,9 @@
 //! recomputation from the stored events.
 //!
 //! They take minutes, so they are `#[ignore]`d in the quick run. Run them with
-//! `LEADFLOW_FAULTS=1 .ci/run`, or on their own with
-//! `cargo test -p leadflow --test e2e faults -- --ignored`.
+//! `LEADFLOW_FAULTS=1 .ci/run`, or on their own with `cargo build --workspace --bins` (they run the
+//! binaries in `target/`, which this command alone does not rebuild) and
+//! `cargo test -p leadflow --test e2e faults -- --ignored --test-threads=1`.
 
 use std::{
     collections::HashSet,
@@ -37,7 +38,6 @@ const LEADS: usize = 20;
 
 /// One test's leadflow: its database, its NATS server, a gateway and a scorer as processes.
 struct Pipeline {
-    _db: TestDb,
     pool: PgPool,
     nats: NatsServer,
     namespace: String,
@@ -48,6 +48,8 @@ struct Pipeline {
     token: String,
     key: String,
     leads: Vec<Uuid>,
+    /// Last, so the database outlives the services (fields drop in order).
+    _db: TestDb,
 }
 
 impl Pipeline {
@@ -695,14 +697,12 @@ fn bytes_of(text: &'static str) -> bytes::Bytes {
 #[tokio::test]
 #[ignore = "long fault scenario: LEADFLOW_FAULTS=1 .ci/run"]
 async fn replays_inside_and_after_the_dedup_window_leave_scores_unchanged() {
-    let p = Pipeline::start(None, &[("NATS_DUPLICATE_WINDOW", "5s")]).await;
+    const WINDOW: Duration = Duration::from_secs(20);
+    let p = Pipeline::start(None, &[("NATS_DUPLICATE_WINDOW", "20s")]).await;
     let load = p.load(Duration::from_millis(50));
-    sleep(Duration::from_secs(3)).await;
+    sleep(Duration::from_secs(2)).await;
     let record = load.finish().await;
-    p.assert_nothing_lost_or_doubled(&record).await;
-    p.scorer_idle().await;
-    let before = p.snapshot().await;
-
+    let sent_at = Instant::now();
     let batches = record.batches.lock().expect("batches").clone();
     let replay = || async {
         for body in &batches {
@@ -718,26 +718,36 @@ async fn replays_inside_and_after_the_dedup_window_leave_scores_unchanged() {
             assert_eq!(response.status().as_u16(), 202);
         }
     };
-    // Inside the window JetStream drops the copies itself.
-    replay().await;
-    p.scorer_idle().await;
-    assert_eq!(p.snapshot().await, before, "replayed inside the window");
+    let messages = || async {
+        let mut stream = p
+            .jetstream()
+            .await
+            .get_stream(p.ns().stream_name(Stream::Engagement))
+            .await
+            .expect("stream");
+        stream.info().await.expect("info").state.messages
+    };
 
-    // After it, the copies reach the scorer, which knows the event ids.
-    sleep(Duration::from_secs(6)).await;
-    let stream = p
-        .jetstream()
-        .await
-        .get_stream(p.ns().stream_name(Stream::Engagement))
-        .await
-        .expect("stream");
-    let stored_before = stream.cached_info().state.messages;
+    // Inside the window JetStream drops the copies itself: the stream does not grow.
+    let stored = messages().await;
     replay().await;
-    let mut stream = stream;
-    let stored_after = stream.info().await.expect("info").state.messages;
     assert!(
-        stored_after > stored_before,
-        "outside the window JetStream took the copies ({stored_before} -> {stored_after})"
+        sent_at.elapsed() < WINDOW,
+        "the replay took the whole window"
+    );
+    assert_eq!(messages().await, stored, "copies stored inside the window");
+    p.assert_nothing_lost_or_doubled(&record).await;
+    p.scorer_idle().await;
+    let before = p.snapshot().await;
+
+    // After it JetStream takes the copies, and the scorer, which knows the event ids, ignores them.
+    sleep(WINDOW.saturating_sub(sent_at.elapsed()) + Duration::from_secs(2)).await;
+    let stored = messages().await;
+    replay().await;
+    let after = messages().await;
+    assert!(
+        after > stored,
+        "outside the window JetStream took the copies ({stored} -> {after})"
     );
     p.scorer_idle().await;
     assert_eq!(p.snapshot().await, before, "replayed after the window");

@@ -42,7 +42,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 /// The first field (as `a.b[2]`) whose name or text holds a NUL character.
-fn nul_field(value: &serde_json::Value, path: &str) -> Option<String> {
+pub(crate) fn nul_field(value: &serde_json::Value, path: &str) -> Option<String> {
     let here = || {
         if path.is_empty() {
             "body".to_owned()
@@ -171,9 +171,16 @@ where
             ));
         }
         state.limits.api_per_token.check(&actor.id)?;
+        // For what must end with this sign-in (stream tickets): see [`SignIn`].
+        parts.extensions.insert(SignIn(verified.session));
         Ok(Self(actor))
     }
 }
+
+/// The sign-in the request's access token belongs to (`None` for tokens issued outside one).
+/// Put in the request's extensions by [`Auth`], so take it after `Auth` in a handler.
+#[derive(Debug, Clone, Copy)]
+pub struct SignIn(pub Option<uuid::Uuid>);
 
 /// Where a request came from, for the audit log and per-address limits.
 #[derive(Debug, Clone)]

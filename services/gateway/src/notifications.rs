@@ -1,7 +1,7 @@
 //! The read side of notifications (the notifier writes them): list, mark one read, mark all read,
 //! and tickets for the notifier's streams.
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{Extension, Json, extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{ApiError, ApiResult},
-    extract::{ApiPath, ApiQuery, Auth},
+    extract::{ApiPath, ApiQuery, Auth, SignIn},
     openapi::ProblemDoc,
     pagination::{Page, PageParams, PageQuery, fetch_page},
     state::AppState,
@@ -59,6 +59,7 @@ pub struct StreamTicket {
 async fn stream_ticket(
     State(state): State<AppState>,
     Auth(actor): Auth,
+    Extension(SignIn(session)): Extension<SignIn>,
 ) -> ApiResult<(StatusCode, Json<StreamTicket>)> {
     let (ticket, hash) = crate::auth::tokens::new_refresh_token();
     let mut conn = state.conn().await?;
@@ -68,12 +69,13 @@ async fn stream_ticket(
         .execute(&mut *conn)
         .await?;
     sqlx::query(
-        "insert into stream_tickets (ticket_hash, user_id, expires_at)
-         values ($1, $2, now() + make_interval(secs => $3))",
+        "insert into stream_tickets (ticket_hash, user_id, expires_at, session_id)
+         values ($1, $2, now() + make_interval(secs => $3), $4)",
     )
     .bind(&hash)
     .bind(actor.id)
     .bind(TICKET_TTL_SECS as f64)
+    .bind(session)
     .execute(&mut *conn)
     .await?;
     Ok((

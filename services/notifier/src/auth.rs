@@ -84,25 +84,34 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 async fn redeem(state: &AppState, ticket: &str) -> Result<Principal, StreamError> {
     let hash = Sha256::digest(ticket.trim().as_bytes()).to_vec();
     let mut conn = state.platform.db.acquire().await?;
-    let found: Option<(Uuid, String, i64)> = sqlx::query_as(
+    let found: Option<(Uuid, String, i64, Option<Uuid>)> = sqlx::query_as(
         "update stream_tickets t set used_at = now()
          from users u
          where t.ticket_hash = $1 and t.used_at is null and t.expires_at > now()
            and u.id = t.user_id and u.active and t.created_at >= u.sessions_valid_after
-         returning t.user_id, u.role, floor(extract(epoch from t.created_at))::bigint",
+         returning t.user_id, u.role, floor(extract(epoch from t.created_at))::bigint, t.session_id",
     )
     .bind(&hash)
     .fetch_optional(&mut *conn)
     .await?;
-    // From here on the ticket's stream answers to the same rule as a token issued when it was.
-    found
-        .map(|(user, role, issued_at)| Principal {
+    drop(conn);
+    let unusable = StreamError::Unauthorized(
+        "The ticket is unknown, expired or already used; ask for a new one.",
+    );
+    // From here on the ticket's stream answers to the same rule as a token issued when it was,
+    // in the sign-in it was asked for: signing out of that ends the stream.
+    let principal = found
+        .map(|(user, role, issued_at, session)| Principal {
             user,
             role,
             issued_at,
-            session: None,
+            session,
         })
-        .ok_or(StreamError::Unauthorized(
-            "The ticket is unknown, expired or already used; ask for a new one.",
-        ))
+        .ok_or(unusable)?;
+    if !principal.still_stands(state).await? {
+        return Err(StreamError::Unauthorized(
+            "Your access changed or your session ended; sign in again.",
+        ));
+    }
+    Ok(principal)
 }

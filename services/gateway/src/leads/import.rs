@@ -162,6 +162,17 @@ fn problems(err: ApiError) -> Vec<String> {
     }
 }
 
+/// Columns whose values may hold line breaks, as the API allows them.
+const FREE_TEXT: [&str; 7] = [
+    "first_name",
+    "last_name",
+    "company",
+    "job_title",
+    "source",
+    "interest",
+    "timeline",
+];
+
 /// The row as a lead, and what could not be read from it.
 fn parse_row(
     headers: &::csv::StringRecord,
@@ -169,11 +180,26 @@ fn parse_row(
 ) -> (NewLead, Vec<String>) {
     let mut lead = NewLead::default();
     let mut errors = Vec::new();
+    // A quote left open runs to the end of the file (or to the next stray quote), so its row
+    // comes out short, ending in a field that spans the lines it swallowed.
+    if record.len() < headers.len()
+        && record
+            .iter()
+            .next_back()
+            .is_some_and(|last| last.contains(['\n', '\r']))
+    {
+        errors.push(
+            "a quote left open in this row swallowed the lines after it; close it and import again"
+                .into(),
+        );
+        return (lead, errors);
+    }
     for (name, value) in headers.iter().zip(record.iter()) {
         let value = unguard_formula(value);
         // A quote left open swallows every later line into one field, and the rows it ate would
-        // vanish without a word; only free text may span lines, so elsewhere a line break is refused.
-        if name != "interest" && value.contains(['\n', '\r']) {
+        // vanish without a word. Free text may span lines (the API stores such values and the
+        // export writes them quoted), so only a structured column with a line break is refused.
+        if !FREE_TEXT.contains(&name) && value.contains(['\n', '\r']) {
             errors.push(format!(
                 "{name}: must be on one line (is a quote left open in this row?)"
             ));
@@ -262,6 +288,14 @@ mod tests {
             parsed.rows[0].errors[0].contains("quote left open"),
             "{parsed:?}"
         );
+    }
+
+    #[test]
+    fn an_exported_multi_line_company_or_name_imports_as_it_is() {
+        let file = "first_name,company,email\n\"Ann\nMarie\",\"Acme\nNorth\",ann@example.com\n";
+        let parsed = parse_import(file.as_bytes()).expect("a readable file");
+        assert_eq!(parsed.valid.len(), 1, "{parsed:?}");
+        assert_eq!(parsed.valid[0].1.company.as_deref(), Some("Acme\nNorth"));
     }
 
     #[test]

@@ -86,6 +86,13 @@ pub fn parse_batch(
 
 /// Validates one event into an envelope; the error says what is wrong with it.
 pub fn envelope(raw: Value, agent: Option<&str>, now: OffsetDateTime) -> Result<Envelope, String> {
+    // Accepted, it could never be stored (PostgreSQL text and jsonb cannot hold NUL): it would be
+    // answered 202 and then dead-lettered, or fail a whole outbox batch while NATS is down.
+    if let Some(field) = crate::extract::nul_field(&raw, "") {
+        return Err(format!(
+            "{field} must not contain the NUL character (\\u0000)"
+        ));
+    }
     let raw: RawEvent = serde_json::from_value(raw).map_err(|e| e.to_string())?;
     let kind = raw.kind.trim().to_ascii_lowercase();
     if kind.is_empty()
@@ -182,7 +189,11 @@ impl PixelQuery {
         now: OffsetDateTime,
     ) -> Result<Envelope, String> {
         let mut properties = Map::new();
-        if let Some(url) = self.u.as_ref().filter(|u| u.len() <= MAX_PIXEL_URL) {
+        if let Some(url) = self
+            .u
+            .as_ref()
+            .filter(|u| u.len() <= MAX_PIXEL_URL && !u.contains('\0'))
+        {
             properties.insert("url".into(), Value::String(url.clone()));
         }
         let kind = self.e.as_deref().unwrap_or("email_open");

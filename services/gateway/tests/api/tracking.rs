@@ -107,3 +107,75 @@ async fn without_nats_events_wait_in_the_outbox_and_without_both_the_answer_is_5
     server.close().await;
     app.stop_degraded().await;
 }
+
+#[tokio::test]
+async fn an_event_with_a_nul_character_is_refused_alone_and_its_batch_still_kept() {
+    // NATS down: the batch goes to the outbox in one transaction, which a NUL would have failed
+    // for every event in it (and a 202 over JetStream would have been dead-lettered later).
+    let nats = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], 4222)), false).await;
+    let nats_url = format!("nats://{}", nats.addr());
+    let app =
+        TestApp::spawn_degraded(&["--nats-url", &nats_url, "--nats-ack-timeout", "500ms"]).await;
+    let admin = app.user("admin").await;
+    let (_, key) = app
+        .call(
+            "POST",
+            "/api/tracking-keys",
+            Some(&admin.token),
+            Some(json!({"name": "site"})),
+        )
+        .await;
+    let key = key["key"].as_str().expect("key").to_owned();
+    let lead = app
+        .create_lead(&admin.token, json!({"first_name": "Nul"}))
+        .await;
+    let lead_id = lead["id"].as_str().expect("id").to_owned();
+
+    let response = app
+        .client
+        .post(app.url("/t/events"))
+        .header("x-write-key", &key)
+        .json(&json!({"events": [
+            {"type": "page_view", "lead_id": lead_id, "properties": {"title": "a\u{0}b"}},
+            {"type": "page_view", "anonymous_id": "v\u{0}1"},
+            {"type": "pricing_view", "lead_id": lead_id},
+        ]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202);
+    let answer: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    assert_eq!(answer["rejected"], 2, "{answer}");
+    for (error, field) in answer["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .zip(["properties.title", "anonymous_id"])
+    {
+        let detail = error["detail"].as_str().expect("detail");
+        assert!(detail.contains(field) && detail.contains("NUL"), "{detail}");
+    }
+    assert_eq!(
+        app.count("select count(*) from outbox where subject = 'engagement.pricing_view'")
+            .await,
+        1,
+        "the good event is kept"
+    );
+
+    // A pixel's page URL with a NUL is dropped; the open itself still counts.
+    let response = app
+        .client
+        .get(app.url(&format!(
+            "/t/pixel.gif?k={key}&lead={lead_id}&e=email_open&u=https://x.example/%00"
+        )))
+        .send()
+        .await
+        .expect("pixel");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        app.count("select count(*) from outbox where subject = 'engagement.email_open'")
+            .await,
+        1
+    );
+}

@@ -149,6 +149,28 @@ impl TestApp {
         TestUser { id, token }
     }
 
+    /// A user whose token belongs to a sign-in (refresh-token family), as a login issues; the
+    /// second value is that sign-in, to end it as a logout would.
+    pub async fn user_signed_in(&self, role: &str) -> (TestUser, Uuid) {
+        let user = self.user(role).await;
+        let family = Uuid::now_v7();
+        sqlx::query(
+            "insert into refresh_tokens (user_id, token_hash, family_id, expires_at)
+             values ($1, $2, $3, now() + interval '1 day')",
+        )
+        .bind(user.id)
+        .bind(Uuid::new_v4().as_bytes().to_vec())
+        .bind(family)
+        .execute(&self.pool)
+        .await
+        .expect("refresh token");
+        let token = self
+            .tokens
+            .issue_in_session(user.id, role, Some(family), Duration::from_secs(900))
+            .expect("token");
+        (TestUser { id: user.id, token }, family)
+    }
+
     pub async fn call(
         &self,
         method: &str,

@@ -704,6 +704,42 @@ async fn open_streams_close_when_the_users_access_ends() {
 }
 
 #[tokio::test]
+async fn signing_out_ends_streams_opened_with_a_ticket_of_that_sign_in_and_its_unused_tickets() {
+    let app = TestApp::spawn_with(1, &["--notify-recheck", "500ms"]).await;
+    let (rep, sign_in) = app.user_signed_in("sales_rep").await;
+    let base = &app.notifiers[0];
+    let ticket = app.ticket(&rep).await;
+    let unused = app.ticket(&rep).await;
+    let mut sse = SseClient::open(base, Auth::Ticket(&ticket), None)
+        .await
+        .expect("open");
+    assert!(
+        !sse.ended(Duration::from_millis(1500)).await,
+        "re-checks keep a valid stream open"
+    );
+
+    // What logout does to the sign-in's refresh tokens.
+    sqlx::query("update refresh_tokens set revoked_at = now() where family_id = $1")
+        .bind(sign_in)
+        .execute(&app.pool)
+        .await
+        .expect("sign out");
+    assert!(
+        sse.ended(Duration::from_secs(10)).await,
+        "the ticket-opened stream ends with its sign-in"
+    );
+    assert_eq!(
+        SseClient::open(base, Auth::Ticket(&unused), None)
+            .await
+            .err()
+            .map(|e| e.0),
+        Some(401),
+        "a ticket of an ended sign-in opens nothing"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_web_apps_origin_may_open_streams_and_others_get_no_cors_headers() {
     let app = TestApp::spawn_with(1, &["--allowed-origins", "https://app.example.com"]).await;
     let url = format!("{}/api/notifications/stream", app.notifiers[0]);

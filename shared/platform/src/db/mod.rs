@@ -239,7 +239,20 @@ impl Database {
     /// The pool only says "timed out" when it cannot connect; a direct connection attempt tells
     /// refused from unresolvable from wrong password, and a busy pool from a dead server.
     async fn diagnose(&self, err: sqlx::Error) -> DbStatus {
+        let saturated = |latency: Duration| DbStatus {
+            connected: true,
+            error_type: None,
+            error_message: None,
+            fix: None,
+            latency_ms: Some(latency.as_secs_f64() * 1000.0),
+        };
         let err = if matches!(err, sqlx::Error::PoolTimedOut) {
+            let stats = self.pool_stats();
+            if stats.size >= stats.max && stats.idle == 0 {
+                // Every connection is open and busy: the server is answering our queries. Asking
+                // it for one more would only add to its load (or be refused for lack of slots).
+                return saturated(Duration::ZERO);
+            }
             let started = Instant::now();
             match tokio::time::timeout(
                 self.acquire_timeout,
@@ -251,13 +264,7 @@ impl Database {
                     let _ = conn.close().await;
                     // The server answers; only our pool is saturated, which health shows as
                     // utilization, not as an outage.
-                    return DbStatus {
-                        connected: true,
-                        error_type: None,
-                        error_message: None,
-                        fix: None,
-                        latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
-                    };
+                    return saturated(started.elapsed());
                 }
                 Ok(Err(direct)) => direct,
                 Err(_) => sqlx::Error::PoolTimedOut,
@@ -265,6 +272,10 @@ impl Database {
         } else {
             err
         };
+        // "too many connections" (53300): up and answering, only out of connection slots.
+        if matches!(&err, sqlx::Error::Database(e) if e.code().as_deref() == Some("53300")) {
+            return saturated(Duration::ZERO);
+        }
         let kind = classify(&err);
         DbStatus {
             connected: false,

@@ -341,3 +341,45 @@ async fn pooled_connections_have_nagle_turned_off() {
     drop((conn, plain));
     db.close(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_busy_pool_and_a_server_out_of_connection_slots_are_not_an_outage() {
+    // A role allowed two connections: the pool can fill up, and the server refuses a third with
+    // "too many connections" (53300), as a server at max_connections would.
+    let test_db = TestDb::empty().await;
+    let role = format!("busy_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&test_db.url).await.expect("admin");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "create role {role} login connection limit 2"
+    )))
+    .execute(&admin)
+    .await
+    .expect("role");
+    let mut url = url::Url::parse(&test_db.url).expect("url");
+    url.set_username(&role).expect("user");
+
+    for pool_max in ["2", "3"] {
+        let db = database(url.as_str(), &["--db-pool-max", pool_max]);
+        let held = [
+            db.pool().acquire().await.expect("first"),
+            db.pool().acquire().await.expect("second"),
+        ];
+        for _ in 0..6 {
+            let status = db.probe().await;
+            assert!(status.connected, "pool max {pool_max}: {status:?}");
+        }
+        assert_eq!(db.breaker().state(), BreakerState::Closed);
+        assert_eq!(db.breaker().snapshot().failures, 0);
+        drop(held);
+        db.pool().close().await;
+    }
+    admin.close().await;
+    let server = sqlx::PgPool::connect(&leadflow_testkit::server_url())
+        .await
+        .expect("server");
+    drop(test_db);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop role if exists {role}")))
+        .execute(&server)
+        .await;
+    server.close().await;
+}
