@@ -40,6 +40,15 @@ fn signal(child: &Child, signal: &str) {
     assert!(status.success(), "kill -{signal} {}", child.id());
 }
 
+/// SIGKILL and reap. Quiet, as it also runs from `Drop`: killing a child that already exited
+/// succeeds, and a failed kill leaves nothing a test could do about it.
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// A single JetStream server for one test. Its store directory outlives a kill, as a real
 /// server's disk would, and goes when the value is dropped.
 pub struct NatsServer {
@@ -99,10 +108,7 @@ impl NatsServer {
 
     /// `kill -9`: no goodbye to clients, nothing flushed beyond what the OS already has.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL nats-server");
-            child.wait().expect("reap nats-server");
-        }
+        kill(&mut self.child);
     }
 
     /// Starts again on the same port and store directory.
@@ -124,11 +130,8 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // A stopped process dies of SIGKILL too; nothing to resume first.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // A stopped (SIGSTOP) process dies of SIGKILL too; nothing to resume first.
+        kill(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -203,10 +206,7 @@ impl Service {
 
     /// `kill -9`, as an OOM kill or a lost node would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reaped");
-        }
+        kill(&mut self.child);
     }
 
     /// SIGTERM, as an orchestrator stops a pod: the service must drain and exit with success
@@ -268,9 +268,6 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 }

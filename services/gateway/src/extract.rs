@@ -41,8 +41,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// The first field (as `a.b[2]`) whose name or text holds a NUL character.
+/// The first field (as `a.b[2]`) whose name or text holds a NUL character. Every JSON body goes
+/// through this, so the common case (no NUL) is one walk that builds no paths.
 pub(crate) fn nul_field(value: &serde_json::Value, path: &str) -> Option<String> {
+    has_nul(value).then(|| locate_nul(value, path)).flatten()
+}
+
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .any(|(name, item)| name.contains('\0') || has_nul(item)),
+        _ => false,
+    }
+}
+
+fn locate_nul(value: &serde_json::Value, path: &str) -> Option<String> {
     let here = || {
         if path.is_empty() {
             "body".to_owned()
@@ -55,7 +71,7 @@ pub(crate) fn nul_field(value: &serde_json::Value, path: &str) -> Option<String>
         serde_json::Value::Array(items) => items
             .iter()
             .enumerate()
-            .find_map(|(i, item)| nul_field(item, &format!("{}[{i}]", here()))),
+            .find_map(|(i, item)| locate_nul(item, &format!("{}[{i}]", here()))),
         serde_json::Value::Object(fields) => fields.iter().find_map(|(name, item)| {
             let path = if path.is_empty() {
                 name.clone()
@@ -65,7 +81,7 @@ pub(crate) fn nul_field(value: &serde_json::Value, path: &str) -> Option<String>
             if name.contains('\0') {
                 Some(here())
             } else {
-                nul_field(item, &path)
+                locate_nul(item, &path)
             }
         }),
         _ => None,

@@ -166,7 +166,7 @@ pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Clock difference tolerated between the process that signs a token and the one checking it.
 const LEEWAY_SECS: u64 = 5;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Standing {
     role: Option<String>,
     active: bool,
@@ -192,35 +192,37 @@ impl Sessions {
             .remove(&user);
     }
 
-    fn cached(&self, user: Uuid) -> Option<Standing> {
-        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        cache
-            .get(&user)
-            .filter(|(at, _)| at.elapsed() < STANDING_TTL)
-            .map(|(_, s)| s.clone())
-    }
-
     /// Whether `token` still stands: its user is active, has the same role, has not had every
     /// session ended since it was issued, and has not signed out of the sign-in it belongs to.
     pub async fn still_valid(&self, db: &Database, token: &Verified) -> Result<bool, DbError> {
         let user = token.user_id;
-        let standing = match self.cached(user) {
-            Some(standing) => standing,
-            None => {
-                let mut conn = db.acquire().await?;
-                let standing = load(&mut conn, user).await?;
-                let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-                if cache.len() >= CAPACITY {
-                    cache.clear();
-                }
-                cache.insert(user, (Instant::now(), standing.clone()));
-                standing
+        {
+            // The hot path: decided under the read lock, nothing copied.
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, standing)) = cache.get(&user)
+                && at.elapsed() < STANDING_TTL
+            {
+                return Ok(standing.admits(token));
             }
-        };
-        Ok(standing.active
-            && standing.role.as_deref() == Some(token.role.as_str())
-            && token.issued_at >= standing.valid_after
-            && token.session.is_none_or(|s| !standing.ended.contains(&s)))
+        }
+        let mut conn = db.acquire().await?;
+        let standing = load(&mut conn, user).await?;
+        let admits = standing.admits(token);
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CAPACITY {
+            cache.clear();
+        }
+        cache.insert(user, (Instant::now(), standing));
+        Ok(admits)
+    }
+}
+
+impl Standing {
+    fn admits(&self, token: &Verified) -> bool {
+        self.active
+            && self.role.as_deref() == Some(token.role.as_str())
+            && token.issued_at >= self.valid_after
+            && token.session.is_none_or(|s| !self.ended.contains(&s))
     }
 }
 
@@ -228,7 +230,8 @@ async fn load(conn: &mut PgConnection, user: Uuid) -> sqlx::Result<Standing> {
     // A sign-in has ended when its latest refresh token was revoked without being replaced
     // (rotation replaces, sign-out and reuse detection do not). Older ones need not be listed:
     // every access token of theirs has expired. One round trip, on the partial index of
-    // not-replaced tokens (migration 20261126000010).
+    // not-replaced tokens (migration 20261126000010). The notifier's ticket redemption
+    // (`services/notifier/src/auth.rs`) applies the same rule in its statement: change both.
     let row: Option<(String, bool, i64, Vec<Uuid>)> = sqlx::query_as(
         "select u.role, u.active, floor(extract(epoch from u.sessions_valid_after))::bigint,
                 array(select distinct r.family_id from refresh_tokens r

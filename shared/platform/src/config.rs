@@ -364,6 +364,8 @@ mod tests {
         assert_eq!(cfg.database.database_url.database_name(), "leadflow");
         assert_eq!(cfg.nats.nats_url, "nats://127.0.0.1:4222");
         assert_eq!(cfg.breaker.breaker_failure_threshold, 5);
+        // With the 5 s probe interval, the breaker closes within 10 s of the database's return.
+        assert_eq!(cfg.breaker.breaker_cooldown, Duration::from_secs(5));
         assert_eq!(cfg.nats.nats_duplicate_window, Duration::from_secs(120));
     }
 

@@ -373,6 +373,14 @@ async fn unreadable_messages_are_dead_lettered_and_healthy_traffic_flows_on() {
         .await
         .expect("kept for inspection");
     assert_eq!(message.payload.as_ref(), b"{not json");
+    assert_eq!(
+        message
+            .headers
+            .get("Leadflow-Deliveries")
+            .map(|v| v.as_str()),
+        Some("1"),
+        "unreadable: not tried again"
+    );
     let metrics = reqwest::get(format!("{}/metrics", scorer.base))
         .await
         .expect("metrics")
@@ -662,6 +670,22 @@ async fn an_event_the_database_refuses_fails_alone_and_the_rest_of_its_batch_is_
         || async { (scorer.dead_letters().await == 1).then_some(()) },
     )
     .await;
+    let message = scorer
+        .jetstream
+        .get_stream(scorer.ns.stream_name(Stream::DeadLetter))
+        .await
+        .expect("dead letters")
+        .get_last_raw_message_by_subject(&scorer.ns.subject("deadletter.engagement.page_view"))
+        .await
+        .expect("kept for inspection");
+    assert_eq!(
+        message
+            .headers
+            .get("Leadflow-Deliveries")
+            .map(|v| v.as_str()),
+        Some("2"),
+        "refused by the database: tried --nats-max-deliver times"
+    );
     let stored: i64 =
         sqlx::query_scalar("select count(*) from lead_engagement_events where lead_id = $1")
             .bind(lead)
