@@ -175,4 +175,5 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
         "NOTIFIER_ADDR",
     )
     .await
+    .map(|server| server.long_lived(&[streams::SSE_PATH]))
 }

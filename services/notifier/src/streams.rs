@@ -37,9 +37,12 @@ const RESUME_MAX: usize = 10_000;
 /// A WebSocket write that takes longer than this means the client is not reading: drop it.
 const WS_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Served by `leadflow_platform::long_lived`: an idle stream then holds a fraction of the memory.
+pub const SSE_PATH: &str = "/api/notifications/stream";
+
 pub fn router(state: AppState, allowed_origins: &[HeaderValue]) -> Router {
     let router = Router::new()
-        .route("/api/notifications/stream", get(sse))
+        .route(SSE_PATH, get(sse))
         .route("/api/notifications/ws", get(ws))
         .with_state(state);
     if allowed_origins.is_empty() {

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
+use axum::serve::{Listener, ListenerExt as _};
 use axum::{
     Json, Router,
     extract::{MatchedPath, Request, State},
@@ -11,7 +12,6 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::get,
 };
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Platform, health::render_html, metrics::Metrics};
@@ -137,14 +137,16 @@ async fn record_request(
 /// Serves `app` until `shutdown` is cancelled, then stops accepting and lets in-flight requests
 /// finish, for at most `grace()` once shutdown began (long-lived streams would otherwise hold
 /// shutdown forever).
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Listener<Addr = SocketAddr>>(
+    listener: L,
     app: Router,
     shutdown: CancellationToken,
     grace: impl FnOnce() -> std::time::Duration,
 ) -> std::io::Result<()> {
     let server = axum::serve(
-        listener,
+        // A no-op tap: axum provides `ConnectInfo<SocketAddr>` for any tapped listener, where for
+        // an untapped one only for its own `TcpListener`.
+        listener.tap_io(|_| {}),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());

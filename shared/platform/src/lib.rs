@@ -10,6 +10,7 @@ pub mod consume;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod long_lived;
 pub mod metrics;
 pub mod outbox;
 mod platform;

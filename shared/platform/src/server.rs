@@ -6,6 +6,7 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
@@ -14,6 +15,7 @@ use tower_http::{
 use crate::{
     Platform,
     http::{platform_routes, serve, track_requests},
+    long_lived::LongLivedListener,
     problem::route_not_found,
 };
 
@@ -21,6 +23,7 @@ pub struct Server {
     listener: TcpListener,
     router: Router,
     platform: Arc<Platform>,
+    long_lived: &'static [&'static str],
 }
 
 impl Server {
@@ -53,7 +56,15 @@ impl Server {
             listener,
             router,
             platform,
+            long_lived: &[],
         })
+    }
+
+    /// `GET` requests for `paths` (streams that stay open) are served one per connection by
+    /// [`LongLivedListener`], without hyper's buffers; everything else as before.
+    pub fn long_lived(mut self, paths: &'static [&'static str]) -> Self {
+        self.long_lived = paths;
+        self
     }
 
     /// Wraps the whole router (platform routes included) in `outer`, e.g. security headers.
@@ -77,10 +88,29 @@ impl Server {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let token = self.platform.shutdown_token();
         let platform = self.platform.clone();
-        let served = serve(self.listener, self.router, token, move || {
-            platform.shutdown_time_left()
-        })
-        .await;
+        let grace = move || platform.shutdown_time_left();
+        let served = if self.long_lived.is_empty() {
+            serve(self.listener, self.router, token, grace).await
+        } else {
+            let streams = TaskTracker::new();
+            let served = match LongLivedListener::start(
+                self.listener,
+                self.long_lived,
+                self.router.clone(),
+                token.clone(),
+                streams.clone(),
+            ) {
+                Ok(listener) => serve(listener, self.router, token, grace).await,
+                Err(e) => Err(e),
+            };
+            // Streams end with the shutdown token; their last writes get what is left of the grace.
+            streams.close();
+            let left = self.platform.shutdown_time_left();
+            if tokio::time::timeout(left, streams.wait()).await.is_err() {
+                tracing::warn!("open streams did not finish within the shutdown timeout");
+            }
+            served
+        };
         self.platform.close().await;
         tracing::info!(service = self.platform.service, "stopped");
         served.context("serving HTTP")

@@ -1,6 +1,7 @@
 //! The platform against the real PostgreSQL and NATS of this machine.
 
 mod database;
+mod long_lived;
 mod outbox;
 mod server;
 
