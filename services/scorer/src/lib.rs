@@ -66,8 +66,9 @@ pub struct ScorerArgs {
     /// Lowest score that is Warm.
     #[arg(long, env = "SCORE_WARM_THRESHOLD", default_value_t = 40, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub score_warm_threshold: i32,
-    /// Engagement batches in flight at once. Batches touching the same lead wait for each other;
-    /// the rest overlap, so PostgreSQL works on one while the scorer prepares the next.
+    /// Transactions each fetched engagement batch is split into, by lead, and run at once. They
+    /// never touch the same lead, so they do not wait for each other; PostgreSQL works on all of
+    /// them in parallel.
     #[arg(long, env = "SCORER_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub scorer_workers: u16,
 }
@@ -98,21 +99,15 @@ pub async fn build(config: ScorerConfig, shutdown: CancellationToken) -> anyhow:
     let worker = Arc::new(worker::Worker {
         processor,
         event_to_score: worker::latency_histogram(&platform)?,
+        partitions: config.scorer.scorer_workers.into(),
     });
     for spec in CONSUMERS {
-        let workers = if spec.stream == Stream::Engagement {
-            config.scorer.scorer_workers
-        } else {
-            1
-        };
-        for _ in 0..workers {
-            platform.spawn(leadflow_platform::consume::run(
-                platform.clone(),
-                *spec,
-                worker::BATCH,
-                worker.clone(),
-            ));
-        }
+        platform.spawn(leadflow_platform::consume::run(
+            platform.clone(),
+            *spec,
+            worker::BATCH,
+            worker.clone(),
+        ));
     }
     platform.spawn(rescore::respond(platform.clone(), worker.processor.clone()));
     // `scores.updated` goes out through the outbox, like the gateway's domain events.

@@ -69,6 +69,9 @@ pub enum RelayError {
     },
 }
 
+/// Deleted rows after which a relay vacuums the outbox itself (see [`OutboxRelay::vacuum`]).
+const VACUUM_EVERY: usize = 5_000;
+
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Rows published per round trip.
@@ -121,8 +124,11 @@ impl OutboxRelay {
         }
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(Uuid, String, serde_json::Value)> = sqlx::query_as(
+            // In the due index's order, so the scan stops at `limit`: ordered by `created_at`
+            // alone it read and sorted every due row, 21 ms a poll with a few thousand waiting.
+            // Rows are due when written, so this is creation order but for retried rows.
             "select id, subject, payload from outbox where next_attempt_at <= now()
-             order by created_at, id limit $1 for update skip locked",
+             order by next_attempt_at, created_at, id limit $1 for update skip locked",
         )
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
@@ -203,6 +209,19 @@ impl OutboxRelay {
         }
     }
 
+    /// Clears the dead rows the relay leaves behind. Autovacuum wakes at most once a minute
+    /// (`autovacuum_naptime`) whatever the table's thresholds; under load a minute of deleted rows
+    /// made each poll for due rows (and each count of pending ones) walk a hundred thousand dead
+    /// entries, 10-20 ms each. Skipped if another relay is vacuuming; failures only cost speed.
+    async fn vacuum(&self) {
+        if let Err(e) = sqlx::query("vacuum (skip_locked) outbox")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::debug!(error = %e, "vacuuming the outbox failed");
+        }
+    }
+
     /// Rows waiting to be published.
     pub async fn pending(&self) -> sqlx::Result<i64> {
         sqlx::query_scalar("select count(*) from outbox")
@@ -214,10 +233,16 @@ impl OutboxRelay {
     /// A batch in progress finishes before it returns.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut delays = backoff();
+        let mut deleted = 0;
         while !shutdown.is_cancelled() {
             let pause = match self.relay_once().await {
                 Ok(n) => {
                     delays = backoff();
+                    deleted += n;
+                    if deleted >= VACUUM_EVERY {
+                        deleted = 0;
+                        self.vacuum().await;
+                    }
                     if n as i64 >= self.config.batch_size {
                         continue;
                     }

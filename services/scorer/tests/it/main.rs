@@ -747,3 +747,55 @@ async fn a_requested_rescore_waits_for_a_batch_changing_the_same_lead() {
     assert_eq!(i32::from(recorded), during);
     scorer.stop().await;
 }
+
+/// The batch's signal lookup stays a per-lead index lookup when the table has grown far past what
+/// its statistics say (as during a bulk load, before autovacuum analyzes it).
+#[tokio::test]
+async fn signals_are_looked_up_by_index_even_with_stale_statistics() {
+    let db = TestDb::empty().await;
+    db::migrate(&db.url.parse::<DatabaseUrl>().expect("url"))
+        .await
+        .expect("migrate");
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+    sqlx::query("alter table lead_signals set (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .expect("no autovacuum");
+    sqlx::query("analyze lead_signals")
+        .execute(&pool)
+        .await
+        .expect("analyze empty");
+    sqlx::query("insert into leads (first_name, email) select 'L', 'l' || i || '@example.com' from generate_series(1, 5000) i")
+        .execute(&pool)
+        .await
+        .expect("leads");
+    sqlx::query(
+        "insert into lead_signals (lead_id, signal, value, as_of, count)
+         select id, s, 1, now(), 1 from leads, unnest(array['page_view', 'email_open', 'pricing_view', 'demo_request']) s",
+    )
+    .execute(&pool)
+    .await
+    .expect("signals");
+    let some: Vec<Uuid> = sqlx::query_scalar("select id from leads limit 200")
+        .fetch_all(&pool)
+        .await
+        .expect("ids");
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "explain {}",
+        leadflow_scorer::processor::SIGNALS_OF_LEADS
+    )))
+    .bind(&some)
+    .fetch_all(&pool)
+    .await
+    .expect("explain");
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index Scan"), "{plan}");
+    assert!(!plan.contains("Seq Scan on lead_signals"), "{plan}");
+    let found: Vec<(Uuid, String, f64, time::OffsetDateTime, i64)> =
+        sqlx::query_as(leadflow_scorer::processor::SIGNALS_OF_LEADS)
+            .bind(&some)
+            .fetch_all(&pool)
+            .await
+            .expect("signals");
+    assert_eq!(found.len(), 800, "four signals for each of 200 leads");
+}

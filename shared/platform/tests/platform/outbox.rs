@@ -231,3 +231,61 @@ async fn a_row_jetstream_refuses_waits_with_its_own_back_off_and_does_not_hold_u
     assert_eq!(relay.relay_once().await.expect("nothing due"), 0);
     drop_namespace(&namespace).await;
 }
+
+#[tokio::test]
+async fn the_relay_vacuums_the_outbox_after_five_thousand_deletions() {
+    let test_db = TestDb::empty().await;
+    let pool = migrated_pool(&test_db).await;
+    let namespace = unique_namespace();
+    let relay_bus = bus(&nats_url(), &namespace).await;
+    relay_bus.ensure_topology(&[]).await.expect("streams");
+    // Autovacuum would do it too, a minute later at best; off here, so only the relay can.
+    sqlx::query("alter table outbox set (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .expect("autovacuum off");
+    let vacuums = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select vacuum_count from pg_stat_user_tables where relname = 'outbox'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("stats")
+    };
+    assert_eq!(vacuums().await, 0);
+
+    let token = CancellationToken::new();
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        relay_bus,
+        Arc::new(Metrics::new("test").expect("metrics")),
+        RelayConfig {
+            batch_size: 500,
+            idle_interval: Duration::from_millis(50),
+        },
+    );
+    let running = tokio::spawn(relay.run(token.clone()));
+    enqueue_many(&pool, 4_000).await;
+    eventually(Duration::from_secs(60), "4,000 rows relayed", || async {
+        (outbox_rows(&pool).await == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(vacuums().await, 0, "not before 5,000 deletions");
+
+    enqueue_many(&pool, 1_000).await;
+    eventually(Duration::from_secs(60), "the relay's vacuum", || async {
+        (vacuums().await >= 1).then_some(())
+    })
+    .await;
+    let dead: i64 =
+        sqlx::query_scalar("select n_dead_tup from pg_stat_user_tables where relname = 'outbox'")
+            .fetch_one(&pool)
+            .await
+            .expect("stats");
+    assert!(dead < 1_000, "the dead rows are gone: {dead} left");
+
+    token.cancel();
+    running.await.expect("relay stops on shutdown");
+    drop_namespace(&namespace).await;
+}
