@@ -156,6 +156,7 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
             platform.clone(),
             *spec,
             worker::BATCH,
+            1,
             processor.clone(),
         ));
     }

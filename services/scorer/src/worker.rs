@@ -1,6 +1,6 @@
 //! The scorer's part of a durable consumer (the loop, acks and dead letters are
-//! `leadflow_platform::consume`'s): a batch of events through the processor, split by lead into
-//! `partitions` transactions that run at once, then the event-to-score latency of what it scored.
+//! `leadflow_platform::consume`'s, which runs one lane per lead group): a batch of events through
+//! the processor in one transaction, then the event-to-score latency of what it scored.
 
 use async_nats::jetstream::Message;
 use leadflow_events::Envelope;
@@ -15,30 +15,20 @@ pub const BATCH: usize = 500;
 pub struct Worker {
     pub processor: std::sync::Arc<Processor>,
     pub event_to_score: Histogram,
-    /// Transactions a batch is split into (at least 1).
-    pub partitions: usize,
 }
 
-/// Splits `events` into `n` groups such that all events of one lead (or of one anonymous visitor)
-/// fall in the same group, keeping their order. Concurrent transactions over different groups then
-/// touch different leads and never wait for each other's row locks; a visitor already tied to a
-/// lead may meet that lead's group, which costs a wait (locks are taken in id order), not a
-/// deadlock.
-pub fn partition(events: &[Envelope], n: usize) -> Vec<Vec<Envelope>> {
+/// Which lane an event goes to: one per lead (or anonymous visitor), so concurrent lanes touch
+/// different leads and never wait for each other's row locks. A visitor already tied to a lead may
+/// meet that lead in another lane, which costs a wait (locks are taken in id order), not a deadlock.
+pub fn lane_key(event: &Envelope) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
-    let n = n.max(1);
-    let mut groups: Vec<Vec<Envelope>> = (0..n).map(|_| Vec::new()).collect();
-    for event in events {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        match (event.lead_id, &event.anonymous_id) {
-            (Some(lead), _) => lead.hash(&mut h),
-            (None, Some(visitor)) => visitor.hash(&mut h),
-            (None, None) => event.id.hash(&mut h),
-        }
-        groups[(h.finish() % n as u64) as usize].push(event.clone());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match (event.lead_id, &event.anonymous_id) {
+        (Some(lead), _) => lead.hash(&mut h),
+        (None, Some(visitor)) => visitor.hash(&mut h),
+        (None, None) => event.id.hash(&mut h),
     }
-    groups.retain(|g| !g.is_empty());
-    groups
+    h.finish()
 }
 
 /// The event-to-score latency histogram, registered with the service's metrics.
@@ -73,14 +63,7 @@ impl Handler for Worker {
         let span = tracing::info_span!("scorer.batch", consumer, events = events.len());
         let traceparent = events.iter().find_map(|e| e.traceparent.as_deref());
         leadflow_platform::telemetry::continue_trace(&span, traceparent);
-        let groups = partition(events, self.partitions);
-        let outcomes =
-            futures::future::try_join_all(groups.iter().map(|group| self.processor.process(group)))
-                .instrument(span)
-                .await?;
-        let outcome = outcomes
-            .into_iter()
-            .fold(Outcome::default(), Outcome::merge);
+        let outcome = self.processor.process(events).instrument(span).await?;
         tracing::debug!(
             consumer,
             stored = outcome.stored,
@@ -88,6 +71,10 @@ impl Handler for Worker {
             "batch done"
         );
         Ok(outcome)
+    }
+
+    fn lane(&self, event: &Envelope) -> u64 {
+        lane_key(event)
     }
 
     async fn committed(&self, outcome: Outcome) {
@@ -104,7 +91,7 @@ mod tests {
     use leadflow_events::Envelope;
     use uuid::Uuid;
 
-    use super::partition;
+    use super::lane_key;
 
     fn event(lead: Option<Uuid>, visitor: Option<&str>) -> Envelope {
         let mut event = Envelope::new("engagement.page_view", "test").expect("envelope");
@@ -114,45 +101,20 @@ mod tests {
     }
 
     #[test]
-    fn a_lead_or_a_visitor_stays_in_one_group_in_order() {
-        let leads: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
-        let mut events = Vec::new();
-        for round in 0..4 {
-            for (i, lead) in leads.iter().enumerate() {
-                events.push(event(Some(*lead), None));
-                events.push(event(None, Some(&format!("visitor-{i}-{}", round % 2))));
-            }
-        }
-        let groups = partition(&events, 3);
-        assert_eq!(groups.len(), 3, "50 leads spread over all three groups");
-        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), events.len());
-        for lead in &leads {
-            let holding: Vec<usize> = (0..groups.len())
-                .filter(|g| groups[*g].iter().any(|e| e.lead_id == Some(*lead)))
-                .collect();
-            assert_eq!(holding.len(), 1, "one group holds all of a lead's events");
-        }
-        for visitor in ["visitor-7-0", "visitor-7-1"] {
-            let holding = groups
-                .iter()
-                .filter(|g| g.iter().any(|e| e.anonymous_id.as_deref() == Some(visitor)))
-                .count();
-            assert_eq!(holding, 1);
-        }
-        // Within a group, events keep the order they were fetched in.
-        for group in &groups {
-            let positions: Vec<usize> = group
-                .iter()
-                .map(|e| {
-                    events
-                        .iter()
-                        .position(|x| x.id == e.id)
-                        .expect("from the batch")
-                })
-                .collect();
-            assert!(positions.windows(2).all(|w| w[0] < w[1]));
-        }
-        assert_eq!(partition(&events, 1).len(), 1);
-        assert!(partition(&[], 4).is_empty());
+    fn a_lead_or_a_visitor_keeps_its_lane() {
+        let lead = Uuid::now_v7();
+        let keys: Vec<u64> = (0..5).map(|_| lane_key(&event(Some(lead), None))).collect();
+        assert!(keys.iter().all(|k| *k == keys[0]), "every event of a lead");
+        // An identify call (lead and visitor) goes with the lead.
+        assert_eq!(lane_key(&event(Some(lead), Some("v-1"))), keys[0]);
+        assert_eq!(
+            lane_key(&event(None, Some("v-1"))),
+            lane_key(&event(None, Some("v-1")))
+        );
+        // Leads spread over lanes.
+        let lanes: std::collections::BTreeSet<u64> = (0..64)
+            .map(|_| lane_key(&event(Some(Uuid::now_v7()), None)) % 4)
+            .collect();
+        assert_eq!(lanes.len(), 4);
     }
 }
