@@ -17,15 +17,19 @@ pub struct Worker {
     pub event_to_score: Histogram,
 }
 
-/// Which lane an event goes to: one per lead (or anonymous visitor), so concurrent lanes touch
-/// different leads and never wait for each other's row locks. A visitor already tied to a lead may
-/// meet that lead in another lane, which costs a wait (locks are taken in id order), not a deadlock.
+/// Which lane an event goes to. An anonymous visitor's events, and the identify call that ties
+/// the visitor to a lead, share a lane: stitching moves the visitor's stored events onto the lead,
+/// and in separate lanes (concurrent transactions) the identify could commit without seeing events
+/// the other lane was still storing as anonymous, which would then never count. Other events go by
+/// lead, so concurrent lanes mostly touch different leads; where they meet (a visitor's lane
+/// scoring the lead it is tied to), one waits for the other's row locks, taken in id order, and
+/// never deadlocks.
 pub fn lane_key(event: &Envelope) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    match (event.lead_id, &event.anonymous_id) {
-        (Some(lead), _) => lead.hash(&mut h),
-        (None, Some(visitor)) => visitor.hash(&mut h),
+    match (&event.anonymous_id, event.lead_id) {
+        (Some(visitor), _) => visitor.hash(&mut h),
+        (None, Some(lead)) => lead.hash(&mut h),
         (None, None) => event.id.hash(&mut h),
     }
     h.finish()
@@ -105,10 +109,9 @@ mod tests {
         let lead = Uuid::now_v7();
         let keys: Vec<u64> = (0..5).map(|_| lane_key(&event(Some(lead), None))).collect();
         assert!(keys.iter().all(|k| *k == keys[0]), "every event of a lead");
-        // An identify call (lead and visitor) goes with the lead.
-        assert_eq!(lane_key(&event(Some(lead), Some("v-1"))), keys[0]);
+        // The identify call (lead and visitor) goes with the visitor's anonymous events.
         assert_eq!(
-            lane_key(&event(None, Some("v-1"))),
+            lane_key(&event(Some(lead), Some("v-1"))),
             lane_key(&event(None, Some("v-1")))
         );
         // Leads spread over lanes.

@@ -113,9 +113,16 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let others = others.clone();
+        let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            match tokio::time::timeout(HEAD_TIMEOUT, sort(stream, paths)).await {
-                Ok(Sorted::Here(stream, head)) => serve_one(stream, peer, &head, router).await,
+            // A connection that has not sent its request head by shutdown is closed, as hyper
+            // closes idle ones: it must not hold shutdown for the head timeout.
+            let sorted = tokio::select! {
+                () = shutdown.cancelled() => return,
+                sorted = tokio::time::timeout(HEAD_TIMEOUT, sort(stream, paths)) => sorted,
+            };
+            match sorted {
+                Ok(Sorted::Here(stream, head)) => serve_one(stream, peer, head, router).await,
                 Ok(Sorted::Elsewhere(connection)) => {
                     let _ = others.send((connection, peer)).await;
                 }
@@ -147,7 +154,7 @@ async fn sort(mut stream: TcpStream, paths: &[&str]) -> Sorted {
         }
         match request_for(&read, paths) {
             Target::Other => return Sorted::Elsewhere(Prefixed::new(stream, read.freeze())),
-            Target::Ours if head_end(&read).is_some() || read.len() >= MAX_HEAD => {
+            Target::Ours if head_complete(&read) || read.len() >= MAX_HEAD => {
                 return Sorted::Here(stream, read);
             }
             Target::Ours | Target::Undecided => {}
@@ -184,10 +191,14 @@ fn request_for(read: &[u8], paths: &[&str]) -> Target {
     }
 }
 
-fn head_end(read: &[u8]) -> Option<usize> {
-    read.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| at + 4)
+/// Whether `read` holds a whole request head, by httparse's rules (bare LF line ends included, as
+/// hyper accepts them), or one that can already be refused.
+fn head_complete(read: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    !matches!(
+        httparse::Request::new(&mut headers).parse(read),
+        Ok(httparse::Status::Partial)
+    )
 }
 
 /// Parses one request head into a request with an empty body, or the status to refuse it with.
@@ -229,8 +240,11 @@ fn parse_head(read: &[u8]) -> Result<Request<Body>, (StatusCode, &'static str)> 
 }
 
 /// Answers the one request on `stream` and closes it.
-async fn serve_one(mut stream: TcpStream, peer: SocketAddr, head: &[u8], router: Router) {
-    let response = match parse_head(head) {
+async fn serve_one(mut stream: TcpStream, peer: SocketAddr, head: BytesMut, router: Router) {
+    let parsed = parse_head(&head);
+    // Not kept for the life of the stream.
+    drop(head);
+    let response = match parsed {
         Ok(mut request) => {
             request.extensions_mut().insert(ConnectInfo(peer));
             let version = request.version();
@@ -272,6 +286,7 @@ async fn write_response(
     let (parts, body) = response.into_parts();
     let length = body.size_hint().exact();
     let chunked = length.is_none() && version == Version::HTTP_11;
+    // Written and dropped before the body: a stream does not keep it.
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(
         format!(
@@ -306,6 +321,7 @@ async fn write_response(
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
     write(stream, &head).await?;
+    drop(head);
 
     let (mut reader, mut writer) = stream.split();
     let mut body = std::pin::pin!(body);
@@ -314,6 +330,9 @@ async fn write_response(
     let mut scratch = [0u8; 64];
     loop {
         let frame = tokio::select! {
+            // The body first: a client that half-closed after its request still gets a whole
+            // response of known length.
+            biased;
             frame = body.frame() => frame,
             read = reader.read(&mut scratch) => match read {
                 Ok(0) | Err(_) => return Ok(()),
@@ -441,6 +460,21 @@ mod tests {
         ] {
             assert_eq!(request_for(other, PATHS), Target::Other);
         }
+    }
+
+    #[test]
+    fn knows_when_a_head_is_complete() {
+        assert!(head_complete(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(
+            head_complete(b"GET /stream HTTP/1.1\nHost: x\n\n"),
+            "bare LF"
+        );
+        assert!(!head_complete(b"GET /stream HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!head_complete(b"GET /stream HTTP/1.1\nHost: x\n"));
+        assert!(
+            head_complete(b"GET /stream HTTP/1.1\r\nBad Header: x\r\n"),
+            "refusable now"
+        );
     }
 
     #[test]

@@ -799,3 +799,56 @@ async fn signals_are_looked_up_by_index_even_with_stale_statistics() {
             .expect("signals");
     assert_eq!(found.len(), 800, "four signals for each of 200 leads");
 }
+
+/// Visitors' anonymous events and the identify calls that tie them to leads, arriving together:
+/// the scorer's lanes run at once, and every one of those events must end up counted for its lead.
+#[tokio::test]
+async fn a_visitors_events_and_their_identify_arriving_together_all_count() {
+    let scorer = Scorer::start().await;
+    let mut pairs = Vec::new();
+    for i in 0..8 {
+        let lead = scorer.lead("", 0.0).await;
+        pairs.push((lead, format!("visitor-{i}-{}", Uuid::new_v4())));
+    }
+    let anonymous = |visitor: &str| {
+        let mut event = Envelope::new("engagement.page_view", "test").expect("valid");
+        event.anonymous_id = Some(visitor.to_owned());
+        event
+    };
+    for (lead, visitor) in &pairs {
+        for _ in 0..5 {
+            let event = anonymous(visitor);
+            scorer.publish(&event, &event.id.to_string()).await;
+        }
+        let mut identify = Envelope::new("engagement.identify", "test")
+            .expect("valid")
+            .with_lead(*lead);
+        identify.anonymous_id = Some(visitor.clone());
+        scorer.publish(&identify, &identify.id.to_string()).await;
+        let after = anonymous(visitor);
+        scorer.publish(&after, &after.id.to_string()).await;
+    }
+    scorer.drained().await;
+    for (lead, visitor) in &pairs {
+        let (events, counted): (i64, i64) = sqlx::query_as(
+            "select (select count(*) from lead_engagement_events where anonymous_id = $2 and lead_id = $1 and event_type = 'page_view'),
+                    coalesce((select count from lead_signals where lead_id = $1 and signal = 'page_view'), 0)",
+        )
+        .bind(lead)
+        .bind(visitor)
+        .fetch_one(&scorer.pool)
+        .await
+        .expect("counts");
+        assert_eq!(
+            (events, counted),
+            (6, 6),
+            "{visitor}: all six page views are the lead's"
+        );
+    }
+    assert_eq!(
+        scorer
+            .count("select count(*) from lead_engagement_events where lead_id is null")
+            .await,
+        0
+    );
+}

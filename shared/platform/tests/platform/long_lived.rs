@@ -311,3 +311,27 @@ async fn a_client_that_stops_reading_is_dropped() {
     drop(conn);
     running.token.cancel();
 }
+
+#[tokio::test]
+async fn a_connection_still_sending_its_head_does_not_hold_up_shutdown() {
+    let running = start().await;
+    let mut idle = TcpStream::connect(running.addr).await.expect("connect");
+    idle.write_all(b"GET /stream HTTP/1.1\r\nAuthori")
+        .await
+        .expect("write");
+    // A bare-LF head is a whole head too (hyper takes it): answered, not left waiting.
+    let mut lf = TcpStream::connect(running.addr).await.expect("connect");
+    let got = exchange(&mut lf, "GET /stream HTTP/1.1\nHost: x\n\n", "no token").await;
+    assert!(got.starts_with("HTTP/1.1 401"), "{got}");
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let began = std::time::Instant::now();
+    running.token.cancel();
+    running.server.await.expect("task").expect("clean stop");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "stopped in {:?}, not after the head timeout or the shutdown timeout",
+        began.elapsed()
+    );
+    assert_eq!(read_until(&mut idle, "never").await, "", "closed");
+}

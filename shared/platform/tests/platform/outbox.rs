@@ -278,12 +278,6 @@ async fn the_relay_vacuums_the_outbox_after_five_thousand_deletions() {
         (vacuums().await >= 1).then_some(())
     })
     .await;
-    let dead: i64 =
-        sqlx::query_scalar("select n_dead_tup from pg_stat_user_tables where relname = 'outbox'")
-            .fetch_one(&pool)
-            .await
-            .expect("stats");
-    assert!(dead < 1_000, "the dead rows are gone: {dead} left");
 
     token.cancel();
     running.await.expect("relay stops on shutdown");
