@@ -156,7 +156,6 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
             platform.clone(),
             *spec,
             worker::BATCH,
-            1,
             processor.clone(),
         ));
     }

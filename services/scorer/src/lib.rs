@@ -66,9 +66,9 @@ pub struct ScorerArgs {
     /// Lowest score that is Warm.
     #[arg(long, env = "SCORE_WARM_THRESHOLD", default_value_t = 40, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub score_warm_threshold: i32,
-    /// Lanes engagement events are split into by lead, each with its own transactions, all at
-    /// once. Lanes never touch the same lead, so they do not wait for each other; PostgreSQL
-    /// works on all of them in parallel while the next batch is pulled.
+    /// Transactions each fetched engagement batch is split into, by lead, and run at once. They
+    /// never touch the same lead, so they do not wait for each other; PostgreSQL works on all of
+    /// them in parallel.
     #[arg(long, env = "SCORER_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub scorer_workers: u16,
 }
@@ -99,18 +99,13 @@ pub async fn build(config: ScorerConfig, shutdown: CancellationToken) -> anyhow:
     let worker = Arc::new(worker::Worker {
         processor,
         event_to_score: worker::latency_histogram(&platform)?,
+        partitions: config.scorer.scorer_workers.into(),
     });
     for spec in CONSUMERS {
-        let lanes = if spec.stream == Stream::Engagement {
-            config.scorer.scorer_workers.into()
-        } else {
-            1
-        };
         platform.spawn(leadflow_platform::consume::run(
             platform.clone(),
             *spec,
             worker::BATCH,
-            lanes,
             worker.clone(),
         ));
     }

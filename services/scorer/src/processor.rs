@@ -35,6 +35,17 @@ pub struct Outcome {
     pub scored_event_times: Vec<OffsetDateTime>,
 }
 
+impl Outcome {
+    /// Both outcomes together (of two transactions over different leads).
+    pub fn merge(mut self, other: Outcome) -> Outcome {
+        self.stored += other.stored;
+        self.unknown_lead += other.unknown_lead;
+        self.rescored.extend(other.rescored);
+        self.scored_event_times.extend(other.scored_event_times);
+        self
+    }
+}
+
 pub struct Processor {
     pub pool: PgPool,
     pub config: Config,

@@ -1,6 +1,6 @@
 //! The scorer's part of a durable consumer (the loop, acks and dead letters are
-//! `leadflow_platform::consume`'s, which runs one lane per lead group): a batch of events through
-//! the processor in one transaction, then the event-to-score latency of what it scored.
+//! `leadflow_platform::consume`'s): a batch of events through the processor, split by lead into
+//! `partitions` transactions that run at once, then the event-to-score latency of what it scored.
 
 use async_nats::jetstream::Message;
 use leadflow_events::Envelope;
@@ -15,24 +15,32 @@ pub const BATCH: usize = 500;
 pub struct Worker {
     pub processor: std::sync::Arc<Processor>,
     pub event_to_score: Histogram,
+    /// Transactions a batch is split into (at least 1).
+    pub partitions: usize,
 }
 
-/// Which lane an event goes to. An anonymous visitor's events, and the identify call that ties
-/// the visitor to a lead, share a lane: stitching moves the visitor's stored events onto the lead,
-/// and in separate lanes (concurrent transactions) the identify could commit without seeing events
-/// the other lane was still storing as anonymous, which would then never count. Other events go by
-/// lead, so concurrent lanes mostly touch different leads; where they meet (a visitor's lane
-/// scoring the lead it is tied to), one waits for the other's row locks, taken in id order, and
-/// never deadlocks.
-pub fn lane_key(event: &Envelope) -> u64 {
+/// Splits `events` into `n` groups, keeping their order, so that the groups' concurrent
+/// transactions never wait for each other's lead locks and never miss each other's writes. An
+/// anonymous visitor's events and the identify call that ties the visitor to a lead share a group:
+/// stitching moves the visitor's stored events onto the lead, and in another transaction the
+/// identify could commit without seeing events still being stored as anonymous, which would then
+/// never count. Other events go by lead. Where groups still meet (a visitor's group scoring the
+/// lead it is tied to), one waits for the other's row locks, taken in id order, and never deadlocks.
+pub fn partition(events: &[Envelope], n: usize) -> Vec<Vec<Envelope>> {
     use std::hash::{Hash as _, Hasher as _};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    match (&event.anonymous_id, event.lead_id) {
-        (Some(visitor), _) => visitor.hash(&mut h),
-        (None, Some(lead)) => lead.hash(&mut h),
-        (None, None) => event.id.hash(&mut h),
+    let n = n.max(1);
+    let mut groups: Vec<Vec<Envelope>> = (0..n).map(|_| Vec::new()).collect();
+    for event in events {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match (&event.anonymous_id, event.lead_id) {
+            (Some(visitor), _) => visitor.hash(&mut h),
+            (None, Some(lead)) => lead.hash(&mut h),
+            (None, None) => event.id.hash(&mut h),
+        }
+        groups[(h.finish() % n as u64) as usize].push(event.clone());
     }
-    h.finish()
+    groups.retain(|g| !g.is_empty());
+    groups
 }
 
 /// The event-to-score latency histogram, registered with the service's metrics.
@@ -67,7 +75,14 @@ impl Handler for Worker {
         let span = tracing::info_span!("scorer.batch", consumer, events = events.len());
         let traceparent = events.iter().find_map(|e| e.traceparent.as_deref());
         leadflow_platform::telemetry::continue_trace(&span, traceparent);
-        let outcome = self.processor.process(events).instrument(span).await?;
+        let groups = partition(events, self.partitions);
+        let outcomes =
+            futures::future::try_join_all(groups.iter().map(|group| self.processor.process(group)))
+                .instrument(span)
+                .await?;
+        let outcome = outcomes
+            .into_iter()
+            .fold(Outcome::default(), Outcome::merge);
         tracing::debug!(
             consumer,
             stored = outcome.stored,
@@ -75,10 +90,6 @@ impl Handler for Worker {
             "batch done"
         );
         Ok(outcome)
-    }
-
-    fn lane(&self, event: &Envelope) -> u64 {
-        lane_key(event)
     }
 
     async fn committed(&self, outcome: Outcome) {
@@ -95,7 +106,7 @@ mod tests {
     use leadflow_events::Envelope;
     use uuid::Uuid;
 
-    use super::lane_key;
+    use super::partition;
 
     fn event(lead: Option<Uuid>, visitor: Option<&str>) -> Envelope {
         let mut event = Envelope::new("engagement.page_view", "test").expect("envelope");
@@ -105,19 +116,63 @@ mod tests {
     }
 
     #[test]
-    fn a_lead_or_a_visitor_keeps_its_lane() {
-        let lead = Uuid::now_v7();
-        let keys: Vec<u64> = (0..5).map(|_| lane_key(&event(Some(lead), None))).collect();
-        assert!(keys.iter().all(|k| *k == keys[0]), "every event of a lead");
-        // The identify call (lead and visitor) goes with the visitor's anonymous events.
-        assert_eq!(
-            lane_key(&event(Some(lead), Some("v-1"))),
-            lane_key(&event(None, Some("v-1")))
-        );
-        // Leads spread over lanes.
-        let lanes: std::collections::BTreeSet<u64> = (0..64)
-            .map(|_| lane_key(&event(Some(Uuid::now_v7()), None)) % 4)
-            .collect();
-        assert_eq!(lanes.len(), 4);
+    fn a_lead_or_a_visitor_stays_in_one_group_in_order() {
+        let leads: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
+        let mut events = Vec::new();
+        for round in 0..4 {
+            for (i, lead) in leads.iter().enumerate() {
+                events.push(event(Some(*lead), None));
+                events.push(event(None, Some(&format!("visitor-{i}-{}", round % 2))));
+            }
+        }
+        let groups = partition(&events, 3);
+        assert_eq!(groups.len(), 3, "50 leads spread over all three groups");
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), events.len());
+        for lead in &leads {
+            let holding: Vec<usize> = (0..groups.len())
+                .filter(|g| groups[*g].iter().any(|e| e.lead_id == Some(*lead)))
+                .collect();
+            assert_eq!(holding.len(), 1, "one group holds all of a lead's events");
+        }
+        // An identify call (lead and visitor) goes with the visitor's anonymous events.
+        let lead = leads[3];
+        let mut identify = event(Some(lead), Some("visitor-3-0"));
+        identify.kind = "engagement.identify".into();
+        let mut with_identify = events.clone();
+        with_identify.push(identify.clone());
+        let groups_with = partition(&with_identify, 3);
+        let of = |id: uuid::Uuid| {
+            groups_with
+                .iter()
+                .position(|g| g.iter().any(|e| e.id == id))
+                .expect("placed")
+        };
+        let visitor_event = events
+            .iter()
+            .find(|e| e.anonymous_id.as_deref() == Some("visitor-3-0"))
+            .expect("one");
+        assert_eq!(of(identify.id), of(visitor_event.id));
+        for visitor in ["visitor-7-0", "visitor-7-1"] {
+            let holding = groups
+                .iter()
+                .filter(|g| g.iter().any(|e| e.anonymous_id.as_deref() == Some(visitor)))
+                .count();
+            assert_eq!(holding, 1);
+        }
+        // Within a group, events keep the order they were fetched in.
+        for group in &groups {
+            let positions: Vec<usize> = group
+                .iter()
+                .map(|e| {
+                    events
+                        .iter()
+                        .position(|x| x.id == e.id)
+                        .expect("from the batch")
+                })
+                .collect();
+            assert!(positions.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert_eq!(partition(&events, 1).len(), 1);
+        assert!(partition(&[], 4).is_empty());
     }
 }

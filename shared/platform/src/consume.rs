@@ -8,15 +8,14 @@
 //! - any other failure of a batch is retried event by event, so one bad event fails alone; it is
 //!   redelivered, and dead-lettered after `NATS_MAX_DELIVER` attempts.
 //!
-//! Batches are pulled explicitly (`fetch`), not streamed, and at most one batch ahead of the one
-//! being processed, so little waits unacknowledged in the client while a batch is held.
+//! Batches are pulled explicitly (`fetch`), not streamed, so nothing waits unacknowledged in the
+//! client while a batch is held.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use futures::StreamExt as _;
 use leadflow_events::subjects;
-use tokio::sync::mpsc;
 
 use crate::{Platform, bus::ConsumerSpec, db};
 
@@ -39,115 +38,18 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Runs after the commit, before the batch is acked (pushes, metrics).
     fn committed(&self, done: Self::Done) -> impl Future<Output = ()> + Send;
-
-    /// Items with the same key are processed in one lane, in the order they arrived; items of
-    /// different lanes are processed at once, in separate transactions. Give the key of what a
-    /// transaction locks (a lead), so that lanes never wait for each other's locks.
-    fn lane(&self, _item: &Self::Item) -> u64 {
-        0
-    }
 }
 
-/// Consumes `spec` until shutdown: batches of up to `batch` messages are pulled, split into
-/// `lanes` by [`Handler::lane`], and each part is processed by its lane while the next batch is
-/// pulled. At shutdown every lane finishes and acks what it holds.
+/// Consumes `spec` with batches of up to `batch` messages until shutdown; the batch in hand is
+/// finished and acked first.
 pub async fn run<H: Handler>(
     platform: Arc<Platform>,
     spec: ConsumerSpec,
     batch: usize,
-    lanes: usize,
     handler: Arc<H>,
 ) {
-    let name = platform.bus.namespace().name(spec.name);
-    let lanes = Lanes::start(&platform, &handler, &name, lanes);
-    pull(&platform, spec, batch, &handler, &name, &lanes).await;
-    lanes.finish().await;
-}
-
-/// Work handed to a lane: parsed items and their messages.
-type Part<H> = (Vec<<H as Handler>::Item>, Vec<Message>);
-
-struct Lanes<H: Handler> {
-    queues: Vec<mpsc::Sender<Part<H>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl<H: Handler> Lanes<H> {
-    fn start(platform: &Arc<Platform>, handler: &Arc<H>, consumer: &str, lanes: usize) -> Self {
-        let (mut queues, mut tasks) = (Vec::new(), Vec::new());
-        for _ in 0..lanes.max(1) {
-            // One part waiting per lane: pulling runs one batch ahead of processing, no further
-            // (see `pull`).
-            let (tx, mut rx) = mpsc::channel::<Part<H>>(1);
-            let (platform, handler, consumer) =
-                (platform.clone(), handler.clone(), consumer.to_owned());
-            tasks.push(tokio::spawn(async move {
-                let batches = Batches {
-                    platform: &platform,
-                    handler: &*handler,
-                    consumer: &consumer,
-                };
-                while let Some((items, messages)) = rx.recv().await {
-                    batches.process(items, messages).await;
-                }
-            }));
-            queues.push(tx);
-        }
-        Self { queues, tasks }
-    }
-
-    /// A place in every lane's queue; `None` if a lane has ended (only at shutdown).
-    async fn room(&self) -> Option<Vec<mpsc::Permit<'_, Part<H>>>> {
-        let mut permits = Vec::with_capacity(self.queues.len());
-        for queue in &self.queues {
-            permits.push(queue.reserve().await.ok()?);
-        }
-        Some(permits)
-    }
-
-    /// Parses `messages` (dead-lettering what cannot be read) and queues each lane its part.
-    async fn dispatch(
-        &self,
-        batches: &Batches<'_, H>,
-        permits: Vec<mpsc::Permit<'_, Part<H>>>,
-        messages: Vec<Message>,
-    ) {
-        let n = self.queues.len();
-        let mut parts: Vec<Part<H>> = (0..n).map(|_| (Vec::new(), Vec::new())).collect();
-        for message in messages {
-            match batches.handler.parse(&message) {
-                Ok(item) => {
-                    let lane = (batches.handler.lane(&item) % n as u64) as usize;
-                    parts[lane].0.push(item);
-                    parts[lane].1.push(message);
-                }
-                Err(reason) => batches.dead_letter(&message, &reason).await,
-            }
-        }
-        for (permit, part) in permits.into_iter().zip(parts) {
-            if !part.0.is_empty() {
-                permit.send(part);
-            }
-        }
-    }
-
-    async fn finish(self) {
-        drop(self.queues);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
-}
-
-async fn pull<H: Handler>(
-    platform: &Arc<Platform>,
-    spec: ConsumerSpec,
-    batch: usize,
-    handler: &Arc<H>,
-    name: &str,
-    lanes: &Lanes<H>,
-) {
     let token = platform.shutdown_token();
+    let name = platform.bus.namespace().name(spec.name);
     let mut delays = crate::retry::backoff();
     let mut consumer: Option<PullConsumer> = None;
     while !token.is_cancelled() {
@@ -168,15 +70,6 @@ async fn pull<H: Handler>(
                 }
             },
         };
-        // Every lane must have room before the next batch is pulled: what is pulled and not yet
-        // processed then stays within one batch, and all of it within the consumer's
-        // `max_ack_pending` (1,000 by default), past which JetStream holds back deliveries and
-        // each pull would sit out its expiry half-empty.
-        let permits = tokio::select! {
-            () = token.cancelled() => return,
-            permits = lanes.room() => permits,
-        };
-        let Some(permits) = permits else { return };
         let fetched = tokio::select! {
             () = token.cancelled() => return,
             fetched = fetch(&current, batch) => fetched,
@@ -185,12 +78,13 @@ async fn pull<H: Handler>(
             Ok(messages) if messages.is_empty() => {}
             Ok(messages) => {
                 delays = crate::retry::backoff();
-                let batches = Batches {
-                    platform,
-                    handler: &**handler,
-                    consumer: name,
-                };
-                lanes.dispatch(&batches, permits, messages).await;
+                Batches {
+                    platform: &platform,
+                    handler: &*handler,
+                    consumer: &name,
+                }
+                .handle(messages)
+                .await;
             }
             Err(e) => {
                 tracing::warn!(consumer = %name, error = %e, "fetching from JetStream failed");
@@ -227,6 +121,23 @@ struct Batches<'a, H> {
 }
 
 impl<H: Handler> Batches<'_, H> {
+    async fn handle(&self, messages: Vec<Message>) {
+        let mut items = Vec::with_capacity(messages.len());
+        let mut good = Vec::with_capacity(messages.len());
+        for message in messages {
+            match self.handler.parse(&message) {
+                Ok(item) => {
+                    items.push(item);
+                    good.push(message);
+                }
+                Err(reason) => self.dead_letter(&message, &reason).await,
+            }
+        }
+        if !good.is_empty() {
+            self.process(items, good).await;
+        }
+    }
+
     async fn process(&self, items: Vec<H::Item>, messages: Vec<Message>) {
         let metrics = &self.platform.metrics;
         let token = self.platform.shutdown_token();
