@@ -65,7 +65,7 @@ struct NewEvent {
 
 impl Processor {
     /// Processes engagement events and domain events (`leads.*`, `notes.created`) together.
-    pub async fn process(&self, events: &[Envelope]) -> sqlx::Result<Outcome> {
+    pub async fn process(&self, events: &[&Envelope]) -> sqlx::Result<Outcome> {
         let mut tx = self.pool.begin().await?;
         let mut outcome = Outcome::default();
         let mut touched: BTreeMap<Uuid, Option<Uuid>> = BTreeMap::new(); // lead -> trigger event

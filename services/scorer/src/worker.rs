@@ -26,10 +26,10 @@ pub struct Worker {
 /// identify could commit without seeing events still being stored as anonymous, which would then
 /// never count. Other events go by lead. Where groups still meet (a visitor's group scoring the
 /// lead it is tied to), one waits for the other's row locks, taken in id order, and never deadlocks.
-pub fn partition(events: &[Envelope], n: usize) -> Vec<Vec<Envelope>> {
+pub fn partition(events: &[Envelope], n: usize) -> Vec<Vec<&Envelope>> {
     use std::hash::{Hash as _, Hasher as _};
     let n = n.max(1);
-    let mut groups: Vec<Vec<Envelope>> = (0..n).map(|_| Vec::new()).collect();
+    let mut groups: Vec<Vec<&Envelope>> = (0..n).map(|_| Vec::new()).collect();
     for event in events {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         match (&event.anonymous_id, event.lead_id) {
@@ -37,7 +37,7 @@ pub fn partition(events: &[Envelope], n: usize) -> Vec<Vec<Envelope>> {
             (None, Some(lead)) => lead.hash(&mut h),
             (None, None) => event.id.hash(&mut h),
         }
-        groups[(h.finish() % n as u64) as usize].push(event.clone());
+        groups[(h.finish() % n as u64) as usize].push(event);
     }
     groups.retain(|g| !g.is_empty());
     groups

@@ -24,6 +24,7 @@ use axum::{
     body::{Body, HttpBody as _},
     extract::ConnectInfo,
     http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header},
+    response::IntoResponse as _,
     serve::Listener,
 };
 use bytes::{Buf as _, Bytes, BytesMut};
@@ -35,6 +36,8 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt as _;
+
+use crate::problem::Problem;
 
 /// Longest request head read before answering 431: the same bound hyper applies by default.
 const MAX_HEAD: usize = 16 * 1024;
@@ -171,17 +174,16 @@ enum Target {
 
 /// Whether `read`, the start of a request, is `GET <one of paths>` (with or without a query).
 fn request_for(read: &[u8], paths: &[&str]) -> Target {
+    let Some(target) = prefix_of(read, b"GET ") else {
+        return Target::Other;
+    };
     let mut undecided = false;
     for path in paths {
-        let line = [b"GET ".as_slice(), path.as_bytes()].concat();
-        let n = read.len().min(line.len());
-        if read[..n] != line[..n] {
-            continue;
-        }
-        match read.get(line.len()) {
-            Some(b' ' | b'?') => return Target::Ours,
+        match prefix_of(target, path.as_bytes()) {
+            None => {}
+            Some([b' ' | b'?', ..]) => return Target::Ours,
+            Some([]) => undecided = true,
             Some(_) => {}
-            None => undecided = true,
         }
     }
     if undecided {
@@ -189,6 +191,13 @@ fn request_for(read: &[u8], paths: &[&str]) -> Target {
     } else {
         Target::Other
     }
+}
+
+/// What follows `prefix` in `read`: `None` if `read` does not start with it, or with its start
+/// (`Some` of nothing while `read` is still shorter than `prefix`).
+fn prefix_of<'a>(read: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let n = read.len().min(prefix.len());
+    (read[..n] == prefix[..n]).then(|| &read[n..])
 }
 
 /// Whether `read` holds a whole request head, by httparse's rules (bare LF line ends included, as
@@ -201,22 +210,24 @@ fn head_complete(read: &[u8]) -> bool {
     )
 }
 
-/// Parses one request head into a request with an empty body, or the status to refuse it with.
-fn parse_head(read: &[u8]) -> Result<Request<Body>, (StatusCode, &'static str)> {
+/// Parses one request head into a request with an empty body, or the problem to refuse it with.
+fn parse_head(read: &[u8]) -> Result<Request<Body>, Problem> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
-    let status = parsed.parse(read).map_err(|e| match e {
-        httparse::Error::TooManyHeaders => (
+    let too_large = |detail| {
+        Problem::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "The request has too many header fields.",
-        ),
-        _ => (StatusCode::BAD_REQUEST, "The request head is malformed."),
+            "too-large",
+            detail,
+        )
+    };
+    let malformed = |detail| Problem::new(StatusCode::BAD_REQUEST, "malformed-request", detail);
+    let status = parsed.parse(read).map_err(|e| match e {
+        httparse::Error::TooManyHeaders => too_large("The request has too many header fields."),
+        _ => malformed("The request head is malformed."),
     })?;
     if status.is_partial() {
-        return Err((
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "The request head is too large.",
-        ));
+        return Err(too_large("The request head is too large."));
     }
     let version = match parsed.version {
         Some(0) => Version::HTTP_10,
@@ -227,12 +238,12 @@ fn parse_head(read: &[u8]) -> Result<Request<Body>, (StatusCode, &'static str)> 
         .uri(parsed.path.unwrap_or("/"))
         .version(version)
         .body(Body::empty())
-        .map_err(|_| (StatusCode::BAD_REQUEST, "The request target is malformed."))?;
+        .map_err(|_| malformed("The request target is malformed."))?;
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes());
         let value = HeaderValue::from_bytes(h.value);
         let (Ok(name), Ok(value)) = (name, value) else {
-            return Err((StatusCode::BAD_REQUEST, "A header field is malformed."));
+            return Err(malformed("A header field is malformed."));
         };
         request.headers_mut().append(name, value);
     }
@@ -253,27 +264,10 @@ async fn serve_one(mut stream: TcpStream, peer: SocketAddr, head: BytesMut, rout
                 Err(infallible) => match infallible {},
             }
         }
-        Err((status, detail)) => (refusal(status, detail), Version::HTTP_11),
+        Err(problem) => (problem.into_response(), Version::HTTP_11),
     };
     let _ = write_response(&mut stream, response.0, response.1).await;
     let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
-}
-
-/// A problem+json answer to a request that never reached the router.
-fn refusal(status: StatusCode, detail: &str) -> Response<Body> {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Bad Request"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
 }
 
 /// Writes `response`: its head, then its body as it comes (chunked for HTTP/1.1, until the close
@@ -495,22 +489,22 @@ mod tests {
             parse_head(too_many.as_bytes())
                 .map(|_| ())
                 .expect_err("refused")
-                .0,
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                .status,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.as_u16()
         );
         assert_eq!(
             parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n")
                 .map(|_| ())
                 .expect_err("refused")
-                .0,
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                .status,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.as_u16()
         );
         assert_eq!(
             parse_head(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n")
                 .map(|_| ())
                 .expect_err("refused")
-                .0,
-            StatusCode::BAD_REQUEST
+                .status,
+            StatusCode::BAD_REQUEST.as_u16()
         );
     }
 }

@@ -7,8 +7,9 @@ use serde_json::json;
 
 use crate::helpers::TestApp;
 
-#[tokio::test]
-async fn without_nats_events_wait_in_the_outbox_and_without_both_the_answer_is_503() {
+/// A gateway whose NATS is unreachable (behind a proxy that is down; keep it alive), with a write
+/// key and a lead named `first_name`: (proxy, app, key, lead id).
+async fn without_nats(first_name: &str) -> (TcpProxy, TestApp, String, String) {
     let nats = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], 4222)), false).await;
     let nats_url = format!("nats://{}", nats.addr());
     let app =
@@ -25,9 +26,15 @@ async fn without_nats_events_wait_in_the_outbox_and_without_both_the_answer_is_5
     assert_eq!(status, 201);
     let key = key["key"].as_str().expect("key").to_owned();
     let lead = app
-        .create_lead(&admin.token, json!({"first_name": "Offline"}))
+        .create_lead(&admin.token, json!({ "first_name": first_name }))
         .await;
     let lead_id = lead["id"].as_str().expect("id").to_owned();
+    (nats, app, key, lead_id)
+}
+
+#[tokio::test]
+async fn without_nats_events_wait_in_the_outbox_and_without_both_the_answer_is_503() {
+    let (_nats, app, key, lead_id) = without_nats("Offline").await;
     let outbox_before = app.count("select count(*) from outbox").await;
 
     let response = app
@@ -112,24 +119,7 @@ async fn without_nats_events_wait_in_the_outbox_and_without_both_the_answer_is_5
 async fn an_event_with_a_nul_character_is_refused_alone_and_its_batch_still_kept() {
     // NATS down: the batch goes to the outbox in one transaction, which a NUL would have failed
     // for every event in it (and a 202 over JetStream would have been dead-lettered later).
-    let nats = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], 4222)), false).await;
-    let nats_url = format!("nats://{}", nats.addr());
-    let app =
-        TestApp::spawn_degraded(&["--nats-url", &nats_url, "--nats-ack-timeout", "500ms"]).await;
-    let admin = app.user("admin").await;
-    let (_, key) = app
-        .call(
-            "POST",
-            "/api/tracking-keys",
-            Some(&admin.token),
-            Some(json!({"name": "site"})),
-        )
-        .await;
-    let key = key["key"].as_str().expect("key").to_owned();
-    let lead = app
-        .create_lead(&admin.token, json!({"first_name": "Nul"}))
-        .await;
-    let lead_id = lead["id"].as_str().expect("id").to_owned();
+    let (_nats, app, key, lead_id) = without_nats("Nul").await;
 
     let response = app
         .client

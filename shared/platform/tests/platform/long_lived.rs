@@ -112,6 +112,13 @@ async fn start() -> Running {
     }
 }
 
+/// Connects, sends `request` and reads until `until` is in what came back.
+async fn ask(addr: std::net::SocketAddr, request: &str, until: &str) -> (TcpStream, String) {
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    let got = exchange(&mut conn, request, until).await;
+    (conn, got)
+}
+
 /// Sends `request` and reads until `until` is in what came back (or the connection ends).
 async fn exchange(conn: &mut TcpStream, request: &str, until: &str) -> String {
     conn.write_all(request.as_bytes()).await.expect("write");
@@ -148,9 +155,8 @@ async fn eventually(what: &str, check: impl Fn() -> bool) {
 #[tokio::test]
 async fn a_stream_is_chunked_and_ends_when_its_client_leaves() {
     let running = start().await;
-    let mut conn = TcpStream::connect(running.addr).await.expect("connect");
-    let got = exchange(
-        &mut conn,
+    let (conn, got) = ask(
+        running.addr,
         "GET /stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ok\r\n\r\n",
         "data: two\n\n\r\n",
     )
@@ -221,9 +227,8 @@ async fn everything_else_on_the_port_is_served_as_before() {
 async fn refusals_and_bad_heads_get_complete_answers() {
     let running = start().await;
     // The router's own refusal: a complete response with its length, then the close.
-    let mut conn = TcpStream::connect(running.addr).await.expect("connect");
-    let got = exchange(
-        &mut conn,
+    let (mut conn, got) = ask(
+        running.addr,
         "GET /stream?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
         "no token",
     )
@@ -244,9 +249,8 @@ async fn refusals_and_bad_heads_get_complete_answers() {
     assert!(got.contains("too large"), "{got}");
 
     // A malformed header line.
-    let mut conn = TcpStream::connect(running.addr).await.expect("connect");
-    let got = exchange(
-        &mut conn,
+    let (_, got) = ask(
+        running.addr,
         "GET /stream HTTP/1.1\r\nBad Header: x\r\n\r\n",
         "}",
     )
@@ -259,9 +263,8 @@ async fn refusals_and_bad_heads_get_complete_answers() {
 #[tokio::test]
 async fn http_1_0_streams_end_with_the_connection_and_shutdown_ends_them() {
     let running = start().await;
-    let mut conn = TcpStream::connect(running.addr).await.expect("connect");
-    let got = exchange(
-        &mut conn,
+    let (mut conn, got) = ask(
+        running.addr,
         "GET /stream HTTP/1.0\r\nAuthorization: Bearer ok\r\n\r\n",
         "data: two\n\n",
     )
@@ -320,8 +323,12 @@ async fn a_connection_still_sending_its_head_does_not_hold_up_shutdown() {
         .await
         .expect("write");
     // A bare-LF head is a whole head too (hyper takes it): answered, not left waiting.
-    let mut lf = TcpStream::connect(running.addr).await.expect("connect");
-    let got = exchange(&mut lf, "GET /stream HTTP/1.1\nHost: x\n\n", "no token").await;
+    let (_, got) = ask(
+        running.addr,
+        "GET /stream HTTP/1.1\nHost: x\n\n",
+        "no token",
+    )
+    .await;
     assert!(got.starts_with("HTTP/1.1 401"), "{got}");
 
     tokio::time::sleep(Duration::from_millis(200)).await;

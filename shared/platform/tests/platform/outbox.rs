@@ -72,6 +72,19 @@ async fn stored_messages(namespace: &str) -> Vec<(String, Uuid)> {
     messages
 }
 
+/// A relay with its own metrics, polling every 50 ms when idle.
+fn relay(pool: &sqlx::PgPool, bus: Arc<Bus>, batch_size: i64) -> OutboxRelay {
+    OutboxRelay::new(
+        pool.clone(),
+        bus,
+        Arc::new(Metrics::new("test").expect("metrics")),
+        RelayConfig {
+            batch_size,
+            idle_interval: Duration::from_millis(50),
+        },
+    )
+}
+
 async fn outbox_rows(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("select count(*) from outbox")
         .fetch_one(pool)
@@ -97,15 +110,7 @@ async fn the_relay_delivers_every_row_exactly_once_even_when_nats_was_unreachabl
     let ids = enqueue_many(&pool, 40).await;
 
     let token = CancellationToken::new();
-    let relay = OutboxRelay::new(
-        pool.clone(),
-        relay_bus,
-        Arc::new(Metrics::new("test").expect("metrics")),
-        RelayConfig {
-            batch_size: 16,
-            idle_interval: Duration::from_millis(50),
-        },
-    );
+    let relay = relay(&pool, relay_bus, 16);
     let running = tokio::spawn(relay.run(token.clone()));
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -199,15 +204,7 @@ async fn a_row_jetstream_refuses_waits_with_its_own_back_off_and_does_not_hold_u
     drop(conn);
     let ids = enqueue_many(&pool, 5).await;
 
-    let relay = OutboxRelay::new(
-        pool.clone(),
-        relay_bus,
-        Arc::new(Metrics::new("test").expect("metrics")),
-        RelayConfig {
-            batch_size: 50,
-            idle_interval: Duration::from_millis(50),
-        },
-    );
+    let relay = relay(&pool, relay_bus, 50);
     let delivered = relay
         .relay_once()
         .await
@@ -255,15 +252,7 @@ async fn the_relay_vacuums_the_outbox_after_five_thousand_deletions() {
     assert_eq!(vacuums().await, 0);
 
     let token = CancellationToken::new();
-    let relay = OutboxRelay::new(
-        pool.clone(),
-        relay_bus,
-        Arc::new(Metrics::new("test").expect("metrics")),
-        RelayConfig {
-            batch_size: 500,
-            idle_interval: Duration::from_millis(50),
-        },
-    );
+    let relay = relay(&pool, relay_bus, 500);
     let running = tokio::spawn(relay.run(token.clone()));
     enqueue_many(&pool, 4_000).await;
     eventually(Duration::from_secs(60), "4,000 rows relayed", || async {
