@@ -28,16 +28,21 @@ pub const PARAMS: &[&str] = &[
 /// Sort keys and the column each orders by. Nullable columns sort their nulls last; the others
 /// keep PostgreSQL's default null order so that the composite indexes match the ORDER BY exactly.
 const SORTS: &[(&str, &str)] = &[
-    ("score", "score"),
-    ("created_at", "created_at"),
-    ("updated_at", "updated_at"),
-    ("last_activity_at", "last_activity_at"),
-    ("last_name", "last_name"),
-    ("company", "company"),
-    ("status", "status"),
-    ("budget", "budget"),
+    ("score", "lead_scoring_state.score"),
+    ("created_at", "leads.created_at"),
+    ("updated_at", "leads.updated_at"),
+    ("last_activity_at", "lead_scoring_state.last_activity_at"),
+    ("last_name", "leads.last_name"),
+    ("company", "leads.company"),
+    ("status", "leads.status"),
+    ("budget", "leads.budget"),
 ];
-const NULLABLE: &[&str] = &["score", "last_activity_at", "company", "budget"];
+const NULLABLE: &[&str] = &[
+    "lead_scoring_state.score",
+    "lead_scoring_state.last_activity_at",
+    "leads.company",
+    "leads.budget",
+];
 
 /// The filter parameters as OpenAPI documents them (`GET /leads` and `/leads/export`). Parsing
 /// is [`LeadFilter::parse`]'s, which keeps the order of `sort`; this type only describes it, with
@@ -254,8 +259,7 @@ impl LeadFilter {
             } else {
                 ""
             };
-            qb.push("leads.")
-                .push(*column)
+            qb.push(*column)
                 .push(if *descending { " desc" } else { " asc" })
                 .push(nulls)
                 .push(", ");
@@ -346,7 +350,13 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(f.statuses, vec![LeadStatus::New, LeadStatus::Qualified]);
-        assert_eq!(f.sort, vec![("score", true), ("created_at", false)]);
+        assert_eq!(
+            f.sort,
+            vec![
+                ("lead_scoring_state.score", true),
+                ("leads.created_at", false)
+            ]
+        );
         assert!(f.assigned_to_me);
         assert_eq!(f.page.limit_offset().expect("page"), (50, 50));
     }
