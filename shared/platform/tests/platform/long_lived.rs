@@ -18,7 +18,7 @@ use axum::{
 };
 use futures::StreamExt as _;
 use leadflow_platform::{Platform, Server};
-use leadflow_testkit::{TestDb, nats_url, unique_namespace};
+use leadflow_testkit::{TestDb, drop_namespace, nats_url, unique_namespace};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
@@ -43,12 +43,22 @@ struct Running {
     open: Arc<AtomicUsize>,
     token: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Its streams on the shared NATS server, removed by [`shut_down`].
+    namespace: String,
     _db: TestDb,
+}
+
+/// Stops the server and removes its streams (the server task itself is awaited by tests that
+/// check how it stops).
+async fn shut_down(token: &CancellationToken, namespace: &str) {
+    token.cancel();
+    drop_namespace(namespace).await;
 }
 
 async fn start() -> Running {
     let db = TestDb::empty().await;
-    let cfg = config(&db.url, &nats_url(), &unique_namespace(), &[]);
+    let namespace = unique_namespace();
+    let cfg = config(&db.url, &nats_url(), &namespace, &[]);
     let token = CancellationToken::new();
     let platform = Platform::start("test", &cfg, Vec::new(), token.clone())
         .await
@@ -108,6 +118,7 @@ async fn start() -> Running {
         open,
         token,
         server: tokio::spawn(server.run_until_stopped()),
+        namespace,
         _db: db,
     }
 }
@@ -193,7 +204,7 @@ async fn a_stream_is_chunked_and_ends_when_its_client_leaves() {
         running.open.load(Ordering::SeqCst) == 0
     })
     .await;
-    running.token.cancel();
+    shut_down(&running.token, &running.namespace).await;
 }
 
 #[tokio::test]
@@ -220,7 +231,7 @@ async fn everything_else_on_the_port_is_served_as_before() {
         .await
         .expect("post");
     assert_eq!(response.status(), 405);
-    running.token.cancel();
+    shut_down(&running.token, &running.namespace).await;
 }
 
 #[tokio::test]
@@ -257,7 +268,7 @@ async fn refusals_and_bad_heads_get_complete_answers() {
     .await;
     assert!(got.starts_with("HTTP/1.1 400"), "{got}");
     assert!(got.contains("malformed"), "{got}");
-    running.token.cancel();
+    shut_down(&running.token, &running.namespace).await;
 }
 
 #[tokio::test]
@@ -277,7 +288,7 @@ async fn http_1_0_streams_end_with_the_connection_and_shutdown_ends_them() {
     );
 
     // Shutdown: the stream sends its last event, the connection closes, the server stops.
-    running.token.cancel();
+    shut_down(&running.token, &running.namespace).await;
     let rest = read_until(&mut conn, "never").await;
     assert_eq!(rest, "data: bye\n\n");
     tokio::time::timeout(Duration::from_secs(10), running.server)
@@ -312,7 +323,7 @@ async fn a_client_that_stops_reading_is_dropped() {
     .await
     .expect("a stalled client is disconnected after the write deadline");
     drop(conn);
-    running.token.cancel();
+    shut_down(&running.token, &running.namespace).await;
 }
 
 #[tokio::test]
@@ -333,7 +344,7 @@ async fn a_connection_still_sending_its_head_does_not_hold_up_shutdown() {
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     let began = std::time::Instant::now();
-    running.token.cancel();
+    shut_down(&running.token, &running.namespace).await;
     running.server.await.expect("task").expect("clean stop");
     assert!(
         began.elapsed() < Duration::from_secs(2),
