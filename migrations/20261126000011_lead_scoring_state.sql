@@ -6,6 +6,10 @@
 -- time, measured with pgbench on 107-lead batches). The API still shows these fields on the lead.
 -- Every lead has its row, from the moment it is inserted (trigger below), so lists can join the two
 -- tables with an inner join, which lets "best score first" walk the score index.
+-- Inserts into `leads` wait until this migration commits, so that none slips in between the
+-- backfill below and the trigger that gives every later lead its row.
+lock table leads in share row exclusive mode;
+
 create table lead_scoring_state (
     lead_id             uuid primary key references leads (id) on delete cascade,
     score               smallint check (score between 0 and 100),
@@ -20,7 +24,7 @@ insert into lead_scoring_state (lead_id, score, tier, confidence, confidence_val
 select id, score, tier, confidence, confidence_value, scored_at, last_activity_at
 from leads;
 
--- Per statement, so a CSV import of thousands of leads adds their rows in one insert.
+-- Per statement, so that a multi-row insert adds all its rows' state in one insert.
 create function add_lead_scoring_state() returns trigger
 language plpgsql as $$
 begin
@@ -37,12 +41,13 @@ create index lead_scoring_state_score_idx on lead_scoring_state (score desc null
 create index lead_scoring_state_tier_idx on lead_scoring_state (tier, score desc);
 
 drop index leads_status_score_idx, leads_tier_idx, leads_owner_score_idx, leads_score_idx;
-alter table leads
-    drop column score,
-    drop column tier,
-    drop column confidence,
-    drop column confidence_value,
-    drop column scored_at,
-    drop column last_activity_at;
 -- Nothing updates a lead often any more, so its pages need no room kept free for HOT updates.
 alter table leads reset (fillfactor);
+-- The old columns stay until a later migration: services of the previous release, still running
+-- while this one rolls out, read and write them. Nothing of this release does.
+comment on column leads.score is 'unused: see lead_scoring_state; dropped by a later migration';
+comment on column leads.tier is 'unused: see lead_scoring_state; dropped by a later migration';
+comment on column leads.confidence is 'unused: see lead_scoring_state; dropped by a later migration';
+comment on column leads.confidence_value is 'unused: see lead_scoring_state; dropped by a later migration';
+comment on column leads.scored_at is 'unused: see lead_scoring_state; dropped by a later migration';
+comment on column leads.last_activity_at is 'unused: see lead_scoring_state; dropped by a later migration';

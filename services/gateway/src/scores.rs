@@ -228,9 +228,9 @@ async fn prioritized(
     let mut conn = state.conn().await?;
     let leads: Vec<Lead> = sqlx::query_as(sql!(
         "select {LEAD_COLUMNS} from {LEADS}
-         where deleted_at is null and score is not null and status not in ('won', 'lost')
+         where deleted_at is null and lead_scoring_state.score is not null and status not in ('won', 'lost')
            and ($1::uuid is null or owner_id = $1)
-         order by score desc nulls last, leads.created_at desc, leads.id limit $2"
+         order by lead_scoring_state.score desc nulls last, leads.created_at desc, leads.id limit $2"
     ))
     .bind(LeadScope::of(&actor).owner())
     .bind(limit)

@@ -25,8 +25,8 @@ pub const PARAMS: &[&str] = &[
     "per_page",
 ];
 
-/// Sort keys and the column each orders by. Nullable columns sort their nulls last; the others
-/// keep PostgreSQL's default null order so that the composite indexes match the ORDER BY exactly.
+/// Sort keys and the column each orders by. Nullable columns sort their nulls last (as the score
+/// index does); the others keep PostgreSQL's default null order, as their indexes do.
 const SORTS: &[(&str, &str)] = &[
     ("score", "lead_scoring_state.score"),
     ("created_at", "leads.created_at"),
@@ -192,7 +192,10 @@ impl LeadFilter {
             qb.push(format!(" and status in ('{}')", statuses.join("','")));
         }
         if !self.tiers.is_empty() {
-            qb.push(format!(" and tier in ('{}')", self.tiers.join("','")));
+            qb.push(format!(
+                " and lead_scoring_state.tier in ('{}')",
+                self.tiers.join("','")
+            ));
         }
         if let Some(owner) = self.owner_id {
             qb.push(" and owner_id = ").push_bind(owner);
@@ -201,10 +204,10 @@ impl LeadFilter {
             qb.push(" and owner_id = ").push_bind(me);
         }
         if let Some(min) = self.min_score {
-            qb.push(" and score >= ").push_bind(min);
+            qb.push(" and lead_scoring_state.score >= ").push_bind(min);
         }
         if let Some(max) = self.max_score {
-            qb.push(" and score <= ").push_bind(max);
+            qb.push(" and lead_scoring_state.score <= ").push_bind(max);
         }
         if let Some(after) = self.created_after {
             qb.push(" and created_at >= ").push_bind(after);
