@@ -30,19 +30,17 @@ psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
 target/release/leadflow migrate >/dev/null
 echo "seeding $LEADS leads" >&2
 psql "$DATABASE_URL" -q <<SQL
-insert into leads (first_name, last_name, email, company, status, budget, tags, created_at)
+insert into leads (first_name, last_name, email, company, status, budget, tags, score, tier, created_at)
 select (array['Ann','Bob','Cara','Dev','Eli','Fay','Gus','Hana','Ivo','Jae','Lee','Mara','Ali','Bert'])[1 + i % 14],
        (array['Johnson','Lee','Marsh','Anderson','Berg','Ng','Ortiz','Tanaka','Ali','Larsen'])[1 + i % 10] || i,
        'lead' || i || '@example.com',
        (array['Acme','Globex','Initech','Umbrella','Hooli','Tech Mart','Stark','Wayne','Wonka','Tyrell'])[1 + i % 10] || ' ' || (i % 97),
        (array['new','contacted','qualified','won','lost'])[1 + i % 5],
        (i % 50) * 1000, array[(array['ev','suv','sedan','truck'])[1 + i % 4]],
+       i % 101, (array['cold','warm','hot'])[1 + (i % 101) / 40],
        now() - (i || ' minutes')::interval
 from generate_series(1, $LEADS) as i;
-update lead_scoring_state set score = s, tier = (array['cold','warm','hot'])[1 + s / 40], scored_at = now()
-from (select id, (row_number() over (order by created_at desc) % 101)::int2 as s from leads) as scored
-where lead_id = scored.id;
-analyze leads, lead_scoring_state;
+analyze leads;
 SQL
 target/release/leadflow admin create --email bench@example.com --password bench-password-123 >/dev/null
 psql "$DATABASE_URL" -tAc "select id from leads order by random() limit 10000" > "$work/ids"

@@ -240,12 +240,11 @@ impl Pipeline {
             let fresh = leadflow_scorer::processor::rescore(&mut tx, *lead, None, &config)
                 .await
                 .expect("rescore");
-            let stored: Option<i16> =
-                sqlx::query_scalar("select score from lead_scoring_state where lead_id = $1")
-                    .bind(lead)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .expect("score");
+            let stored: Option<i16> = sqlx::query_scalar("select score from leads where id = $1")
+                .bind(lead)
+                .fetch_one(&mut *tx)
+                .await
+                .expect("score");
             tx.rollback().await.expect("rollback");
             assert_eq!(
                 stored.map(i32::from),
@@ -262,7 +261,7 @@ impl Pipeline {
                 .fetch_all(&self.pool)
                 .await
                 .expect("signals");
-        let scores = sqlx::query_as("select l.id, s.score from leads l left join lead_scoring_state s on s.lead_id = l.id order by l.id")
+        let scores = sqlx::query_as("select id, score from leads order by id")
             .fetch_all(&self.pool)
             .await
             .expect("scores");

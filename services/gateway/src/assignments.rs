@@ -140,9 +140,10 @@ pub async fn assign_lead(
 }
 
 async fn set_owner(conn: &mut PgConnection, lead_id: Uuid, owner: Uuid) -> sqlx::Result<Lead> {
-    sqlx::query_as(sqlx::AssertSqlSafe(crate::leads::model::returning_lead(
-        "update leads set owner_id = $2, version = version + 1 where id = $1",
-    )))
+    sqlx::query_as(sql!(
+        "update leads set owner_id = $2, version = version + 1 where id = $1 returning {}",
+        crate::leads::model::COLUMNS
+    ))
     .bind(lead_id)
     .bind(owner)
     .fetch_one(conn)

@@ -16,7 +16,7 @@ use crate::{
     extract::{ApiPath, ApiQuery, Auth},
     leads::{
         fetch_visible,
-        model::{COLUMNS as LEAD_COLUMNS, LEADS, Lead},
+        model::{COLUMNS as LEAD_COLUMNS, Lead},
     },
     openapi::ProblemDoc,
     policy::LeadScope,
@@ -227,10 +227,10 @@ async fn prioritized(
     }
     let mut conn = state.conn().await?;
     let leads: Vec<Lead> = sqlx::query_as(sql!(
-        "select {LEAD_COLUMNS} from {LEADS}
-         where deleted_at is null and lead_scoring_state.score is not null and status not in ('won', 'lost')
+        "select {LEAD_COLUMNS} from leads
+         where deleted_at is null and score is not null and status not in ('won', 'lost')
            and ($1::uuid is null or owner_id = $1)
-         order by lead_scoring_state.score desc nulls last, leads.created_at desc, leads.id limit $2"
+         order by leads.score desc nulls last, leads.created_at desc, leads.id limit $2"
     ))
     .bind(LeadScope::of(&actor).owner())
     .bind(limit)

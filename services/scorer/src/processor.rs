@@ -218,9 +218,8 @@ impl Processor {
 }
 
 /// Deleted leads are filtered by the caller, not in SQL: with `deleted_at is null` in the query the
-/// planner may pick one of the partial list indexes and scan all of it, which it did (with a
-/// score index since moved to `lead_scoring_state`) at 70 ms a batch while statistics lagged
-/// behind a bulk load.
+/// planner may pick one of the partial score indexes and scan all of it, which it did at 70 ms a
+/// batch while statistics lagged behind a bulk load.
 const PRIMARY_KEY_LOOKUP: &str = "select id, deleted_at is null from leads where id = any($1)";
 
 /// The event type an identify call publishes: it ties `anonymous_id` to `lead_id`.
@@ -511,7 +510,7 @@ pub async fn rescore(
 
 /// Scores the leads now and records, with a handful of statements for the whole set: history rows
 /// (once per trigger event, as `record` says), insights, and `scores.updated` events, then one
-/// write of each lead's `lead_scoring_state`: its current score and its newest `activity`.
+/// update of each lead with its current score and its newest `activity`.
 pub async fn rescore_many(
     conn: &mut PgConnection,
     targets: &[(Uuid, Option<Uuid>)],
@@ -524,10 +523,9 @@ pub async fn rescore_many(
     }
     let leads: Vec<Uuid> = targets.iter().map(|(lead, _)| *lead).collect();
     let mut facts: Vec<LeadFacts> = sqlx::query_as(
-        "select l.id, email, phone, company, budget::float8 as budget, interest, timeline, repeat_customer, s.last_activity_at,
-                owner_id, s.score::int4 as score, s.tier, s.confidence, deleted_at is null as live
-         from leads l join lead_scoring_state s on s.lead_id = l.id
-         where l.id = any($1)", // deleted ones filtered here: see PRIMARY_KEY_LOOKUP
+        "select id, email, phone, company, budget::float8 as budget, interest, timeline, repeat_customer, last_activity_at,
+                owner_id, score::int4 as score, tier, confidence, deleted_at is null as live
+         from leads where id = any($1)", // deleted ones filtered here: see PRIMARY_KEY_LOOKUP
     )
     .bind(&leads)
     .fetch_all(&mut *conn)
@@ -688,7 +686,7 @@ pub async fn rescore_many(
     .execute(&mut *conn)
     .await?;
     // Leads whose score stands still still get their newest activity. Those updates leave every
-    // indexed column as it was, so PostgreSQL can make them HOT updates (see the table's fillfactor).
+    // indexed column as it was, so PostgreSQL can make them HOT updates (see the leads fillfactor).
     let mut u_activity: Vec<Option<OffsetDateTime>> =
         u_lead.iter().map(|id| activity.get(id).copied()).collect();
     for (fact, _, _) in unchanged
@@ -703,16 +701,15 @@ pub async fn rescore_many(
         u_activity.push(activity.get(&fact.id).copied());
     }
     sqlx::query(
-        "update lead_scoring_state s
-         set score = coalesce(t.total, s.score), tier = coalesce(t.tier, s.tier),
-             confidence = coalesce(t.confidence, s.confidence),
-             confidence_value = coalesce(t.confidence_value, s.confidence_value),
-             scored_at = case when t.total is null then s.scored_at else now() end,
-             last_activity_at = greatest(s.last_activity_at, t.activity)
+        "update leads l set score = coalesce(t.total, l.score), tier = coalesce(t.tier, l.tier),
+                            confidence = coalesce(t.confidence, l.confidence),
+                            confidence_value = coalesce(t.confidence_value, l.confidence_value),
+                            scored_at = case when t.total is null then l.scored_at else now() end,
+                            last_activity_at = greatest(l.last_activity_at, t.activity)
          from (select * from unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::float4[], $6::timestamptz[])
                              as u(id, total, tier, confidence, confidence_value, activity)
                order by id) as t
-         where s.lead_id = t.id",
+         where l.id = t.id",
     )
     .bind(&u_lead)
     .bind(&u_total)

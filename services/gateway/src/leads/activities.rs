@@ -76,7 +76,7 @@ pub async fn insert(
     .bind(details)
     .fetch_one(&mut *conn)
     .await?;
-    sqlx::query("update lead_scoring_state set last_activity_at = greatest(last_activity_at, now()) where lead_id = $1")
+    sqlx::query("update leads set last_activity_at = greatest(coalesce(last_activity_at, now()), now()) where id = $1")
         .bind(lead_id)
         .execute(conn)
         .await?;

@@ -25,24 +25,19 @@ pub const PARAMS: &[&str] = &[
     "per_page",
 ];
 
-/// Sort keys and the column each orders by. Nullable columns sort their nulls last (as the score
-/// index does); the others keep PostgreSQL's default null order, as their indexes do.
+/// Sort keys and the column each orders by. Nullable columns sort their nulls last; the others
+/// keep PostgreSQL's default null order so that the composite indexes match the ORDER BY exactly.
 const SORTS: &[(&str, &str)] = &[
-    ("score", "lead_scoring_state.score"),
-    ("created_at", "leads.created_at"),
-    ("updated_at", "leads.updated_at"),
-    ("last_activity_at", "lead_scoring_state.last_activity_at"),
-    ("last_name", "leads.last_name"),
-    ("company", "leads.company"),
-    ("status", "leads.status"),
-    ("budget", "leads.budget"),
+    ("score", "score"),
+    ("created_at", "created_at"),
+    ("updated_at", "updated_at"),
+    ("last_activity_at", "last_activity_at"),
+    ("last_name", "last_name"),
+    ("company", "company"),
+    ("status", "status"),
+    ("budget", "budget"),
 ];
-const NULLABLE: &[&str] = &[
-    "lead_scoring_state.score",
-    "lead_scoring_state.last_activity_at",
-    "leads.company",
-    "leads.budget",
-];
+const NULLABLE: &[&str] = &["score", "last_activity_at", "company", "budget"];
 
 /// The filter parameters as OpenAPI documents them (`GET /leads` and `/leads/export`). Parsing
 /// is [`LeadFilter::parse`]'s, which keeps the order of `sort`; this type only describes it, with
@@ -192,10 +187,7 @@ impl LeadFilter {
             qb.push(format!(" and status in ('{}')", statuses.join("','")));
         }
         if !self.tiers.is_empty() {
-            qb.push(format!(
-                " and lead_scoring_state.tier in ('{}')",
-                self.tiers.join("','")
-            ));
+            qb.push(format!(" and tier in ('{}')", self.tiers.join("','")));
         }
         if let Some(owner) = self.owner_id {
             qb.push(" and owner_id = ").push_bind(owner);
@@ -204,10 +196,10 @@ impl LeadFilter {
             qb.push(" and owner_id = ").push_bind(me);
         }
         if let Some(min) = self.min_score {
-            qb.push(" and lead_scoring_state.score >= ").push_bind(min);
+            qb.push(" and score >= ").push_bind(min);
         }
         if let Some(max) = self.max_score {
-            qb.push(" and lead_scoring_state.score <= ").push_bind(max);
+            qb.push(" and score <= ").push_bind(max);
         }
         if let Some(after) = self.created_after {
             qb.push(" and created_at >= ").push_bind(after);
@@ -262,7 +254,8 @@ impl LeadFilter {
             } else {
                 ""
             };
-            qb.push(*column)
+            qb.push("leads.")
+                .push(*column)
                 .push(if *descending { " desc" } else { " asc" })
                 .push(nulls)
                 .push(", ");
@@ -353,13 +346,7 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(f.statuses, vec![LeadStatus::New, LeadStatus::Qualified]);
-        assert_eq!(
-            f.sort,
-            vec![
-                ("lead_scoring_state.score", true),
-                ("leads.created_at", false)
-            ]
-        );
+        assert_eq!(f.sort, vec![("score", true), ("created_at", false)]);
         assert!(f.assigned_to_me);
         assert_eq!(f.page.limit_offset().expect("page"), (50, 50));
     }

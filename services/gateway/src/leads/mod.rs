@@ -17,10 +17,7 @@ use uuid::Uuid;
 
 use self::{
     filter::LeadFilter,
-    model::{
-        COLUMNS, LEADS, LEADS_OUTER, Lead, LeadPatch, NewLead, ValidLead, returning_lead,
-        returning_tail,
-    },
+    model::{COLUMNS, Lead, LeadPatch, NewLead, ValidLead},
 };
 use crate::{
     audit::{self, Change},
@@ -52,13 +49,9 @@ pub async fn fetch_visible(
     id: Uuid,
     for_update: bool,
 ) -> ApiResult<Lead> {
-    let lock = if for_update {
-        " for update of leads"
-    } else {
-        ""
-    };
+    let lock = if for_update { " for update" } else { "" };
     sqlx::query_as(sql!(
-        "select {COLUMNS} from {LEADS} where id = $1 and deleted_at is null and ($2::uuid is null or owner_id = $2){lock}"
+        "select {COLUMNS} from leads where id = $1 and deleted_at is null and ($2::uuid is null or owner_id = $2){lock}"
     ))
     .bind(id)
     .bind(LeadScope::of(actor).owner())
@@ -75,7 +68,7 @@ pub async fn query_leads(
     limit: (i64, i64),
 ) -> ApiResult<Vec<Lead>> {
     let mut qb = QueryBuilder::new(format!(
-        "select {COLUMNS} from {LEADS} where deleted_at is null"
+        "select {COLUMNS} from leads where deleted_at is null"
     ));
     filter.push_conditions(&mut qb, LeadScope::of(actor), actor.id);
     filter.push_order(&mut qb);
@@ -96,9 +89,7 @@ async fn count_leads(
         return Ok(total);
     }
     let generation = state.lead_counts.generation();
-    let mut qb = QueryBuilder::new(format!(
-        "select count(*) from {LEADS_OUTER} where deleted_at is null"
-    ));
+    let mut qb = QueryBuilder::new("select count(*) from leads where deleted_at is null");
     filter.push_conditions(&mut qb, LeadScope::of(actor), actor.id);
     let total = qb.build_query_scalar().fetch_one(conn).await?;
     state.lead_counts.put(key, generation, total);
@@ -172,12 +163,12 @@ pub async fn insert_lead(
     } else {
         (Some(actor.id), None)
     };
-    let created: Lead = sqlx::query_as(sqlx::AssertSqlSafe(returning_lead(
+    let created: Lead = sqlx::query_as(sql!(
         "insert into leads (first_name, last_name, email, phone, company, job_title, source, status, budget,
                             interest, timeline, tags, custom, utm, repeat_customer, owner_id, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9::float8::numeric, $10, $11, $12, $13, $14, $15, $16, $17)
-",
-    )))
+         returning {COLUMNS}"
+    ))
     .bind(&lead.first_name)
     .bind(&lead.last_name)
     .bind(&lead.email)
@@ -325,7 +316,7 @@ pub async fn apply_patch(
     }
 
     let mut changed: Vec<&str> = Vec::new();
-    let mut qb = QueryBuilder::new("with leads as (update leads set version = version + 1");
+    let mut qb = QueryBuilder::new("update leads set version = version + 1");
     macro_rules! set {
         ($name:literal, $value:expr) => {
             if let Some(value) = $value {
@@ -353,7 +344,9 @@ pub async fn apply_patch(
     set!("tags", tags);
     set!("custom", custom);
     set!("repeat_customer", patch.repeat_customer);
-    qb.push(" where id = ").push_bind(id).push(returning_tail());
+    qb.push(" where id = ")
+        .push_bind(id)
+        .push(format!(" returning {COLUMNS}"));
     let updated: Lead = qb
         .build_query_as()
         .fetch_one(&mut *conn)

@@ -9,37 +9,11 @@ use uuid::Uuid;
 use crate::{error::ApiError, users::field};
 use leadflow_platform::problem::FieldError;
 
-/// A lead with its scoring state beside it (score, tier, confidence and last activity live in
-/// `lead_scoring_state`: see its migration). Every lead has that row, so the join is inner, which
-/// lets "best score first" walk the score index. `leads` still has unused columns of the same
-/// names (see the migration), so the scoring columns are always named with their table.
-pub const LEADS: &str = "leads join lead_scoring_state on lead_scoring_state.lead_id = leads.id";
-
-/// [`LEADS`] as an outer join: for counts, where PostgreSQL drops the join when no condition
-/// names a scoring column, and for a statement's own new leads, whose scoring rows (inserted by
-/// trigger) the statement cannot see.
-pub const LEADS_OUTER: &str =
-    "leads left join lead_scoring_state on lead_scoring_state.lead_id = leads.id";
-
 /// Every column a lead is shown with; numeric columns cast to types sqlx decodes without extra features.
 pub const COLUMNS: &str = "id, first_name, last_name, email, phone, company, job_title, source, status,
     budget::float8 as budget, interest, timeline, tags, custom, utm, repeat_customer, owner_id, created_by,
-    lead_scoring_state.score::int4 as score, lead_scoring_state.tier,
-    lead_scoring_state.confidence, lead_scoring_state.confidence_value::float8 as confidence_value,
-    lead_scoring_state.scored_at, lead_scoring_state.last_activity_at, version, created_at, updated_at";
-
-/// Wraps an `insert into leads` or `update leads` (without `returning`) so that it returns the lead
-/// as shown, scoring state included. The CTE is named `leads` so that [`LEADS_OUTER`] joins the changed
-/// rows; inside its own body that name still means the table.
-pub fn returning_lead(statement: &str) -> String {
-    format!("with leads as ({statement}{}", returning_tail())
-}
-
-/// Closes a statement opened with `with leads as (` (see [`returning_lead`]), for one built piece
-/// by piece.
-pub fn returning_tail() -> String {
-    format!(" returning *) select {COLUMNS} from {LEADS_OUTER}")
-}
+    score::int4 as score, tier, confidence, confidence_value::float8 as confidence_value, scored_at,
+    last_activity_at, version, created_at, updated_at";
 
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Lead {

@@ -346,7 +346,7 @@ async fn fields_a_role_may_not_set_are_refused_and_never_applied() {
         .await
         .expect("owner");
     assert_eq!(owner, Some(w.rep1.id));
-    let score: Option<i16> = sqlx::query_scalar("select score from lead_scoring_state")
+    let score: Option<i16> = sqlx::query_scalar("select score from leads")
         .fetch_one(&w.app.pool)
         .await
         .expect("score");

@@ -294,10 +294,7 @@ async fn list_filters_searches_sorts_and_paginates() {
         )
         .await;
     }
-    sqlx::query("update lead_scoring_state s
-                 set score = case first_name when 'Alice' then 90 when 'Bob' then 40 when 'Carol' then 75 when 'Dan' then 10 else 55 end,
-                     tier = case when first_name in ('Alice', 'Carol') then 'hot' else 'cold' end
-                 from leads l where l.id = s.lead_id")
+    sqlx::query("update leads set score = case first_name when 'Alice' then 90 when 'Bob' then 40 when 'Carol' then 75 when 'Dan' then 10 else 55 end, tier = case when first_name in ('Alice', 'Carol') then 'hot' else 'cold' end")
         .execute(&app.pool)
         .await
         .expect("scores");

@@ -18,7 +18,7 @@ async fn prioritized_puts_the_best_open_leads_first_and_reps_see_only_theirs() {
         let lead = app
             .create_lead(token, json!({"first_name": name, "status": status}))
             .await;
-        sqlx::query("update lead_scoring_state set score = $2 where lead_id = $1::uuid")
+        sqlx::query("update leads set score = $2 where id = $1::uuid")
             .bind(lead["id"].as_str().expect("id"))
             .bind(score as i16)
             .execute(&app.pool)

@@ -225,18 +225,16 @@ async fn engagement_events_score_the_lead_once_however_often_they_arrive() {
         scorer.publish(event, &event.id.to_string()).await;
     }
     let _: (i16, String) = eventually(Duration::from_secs(20), "the lead to be scored", || async {
-        sqlx::query_as(
-            "select score, tier from lead_scoring_state where lead_id = $1 and score is not null",
-        )
-        .bind(lead)
-        .fetch_optional(&scorer.pool)
-        .await
-        .expect("lead")
+        sqlx::query_as("select score, tier from leads where id = $1 and score is not null")
+            .bind(lead)
+            .fetch_optional(&scorer.pool)
+            .await
+            .expect("lead")
     })
     .await;
     scorer.drained().await;
     let (score, tier): (i16, String) =
-        sqlx::query_as("select score, tier from lead_scoring_state where lead_id = $1")
+        sqlx::query_as("select score, tier from leads where id = $1")
             .bind(lead)
             .fetch_one(&scorer.pool)
             .await
@@ -286,12 +284,11 @@ async fn engagement_events_score_the_lead_once_however_often_they_arrive() {
         history,
         "scored once"
     );
-    let (again, _): (i16, String) =
-        sqlx::query_as("select score, tier from lead_scoring_state where lead_id = $1")
-            .bind(lead)
-            .fetch_one(&scorer.pool)
-            .await
-            .expect("lead");
+    let (again, _): (i16, String) = sqlx::query_as("select score, tier from leads where id = $1")
+        .bind(lead)
+        .fetch_one(&scorer.pool)
+        .await
+        .expect("lead");
     assert_eq!(again, score);
 
     // The notifier hears about it.
@@ -412,13 +409,11 @@ async fn lead_changes_and_urgent_notes_rescore_the_lead() {
         Duration::from_secs(20),
         "a score for the new lead",
         || async {
-            sqlx::query_scalar(
-                "select score from lead_scoring_state where lead_id = $1 and score is not null",
-            )
-            .bind(lead)
-            .fetch_optional(&scorer.pool)
-            .await
-            .expect("lead")
+            sqlx::query_scalar("select score from leads where id = $1 and score is not null")
+                .bind(lead)
+                .fetch_optional(&scorer.pool)
+                .await
+                .expect("lead")
         },
     )
     .await;
@@ -431,12 +426,11 @@ async fn lead_changes_and_urgent_notes_rescore_the_lead() {
         Duration::from_secs(20),
         "urgency to raise the score",
         || async {
-            let score: i16 =
-                sqlx::query_scalar("select score from lead_scoring_state where lead_id = $1")
-                    .bind(lead)
-                    .fetch_one(&scorer.pool)
-                    .await
-                    .expect("lead");
+            let score: i16 = sqlx::query_scalar("select score from leads where id = $1")
+                .bind(lead)
+                .fetch_one(&scorer.pool)
+                .await
+                .expect("lead");
             (score > first).then_some(score)
         },
     )
@@ -555,7 +549,7 @@ async fn rescoring_everything_resumes_an_interrupted_run() {
     assert!(!again.resumed);
     assert_eq!(
         scorer
-            .count("select count(*) from leads l left join lead_scoring_state s on s.lead_id = l.id where s.score is null")
+            .count("select count(*) from leads where score is null")
             .await,
         0
     );
@@ -574,7 +568,7 @@ async fn events_that_change_nothing_a_rep_sees_leave_no_history_but_count_as_act
     scorer.drained().await;
     let (score, history, activity): (i16, i64, time::OffsetDateTime) = sqlx::query_as(
         "select score, (select count(*) from lead_scores where lead_id = $1), last_activity_at
-         from lead_scoring_state where lead_id = $1",
+         from leads where id = $1",
     )
     .bind(lead)
     .fetch_one(&scorer.pool)
@@ -588,7 +582,7 @@ async fn events_that_change_nothing_a_rep_sees_leave_no_history_but_count_as_act
 
     let after: (i16, i64, time::OffsetDateTime) = sqlx::query_as(
         "select score, (select count(*) from lead_scores where lead_id = $1), last_activity_at
-         from lead_scoring_state where lead_id = $1",
+         from leads where id = $1",
     )
     .bind(lead)
     .fetch_one(&scorer.pool)
@@ -604,45 +598,6 @@ async fn events_that_change_nothing_a_rep_sees_leave_no_history_but_count_as_act
             .await,
         13
     );
-    scorer.stop().await;
-}
-
-/// A score change writes the narrow `lead_scoring_state` row, not the wide lead row with its many
-/// indexes (the scorer's largest cost when it did): the lead row keeps its version.
-#[tokio::test]
-async fn scoring_writes_the_scoring_state_and_leaves_the_lead_row_as_it_was() {
-    let scorer = Scorer::start().await;
-    let lead = scorer.lead("truck", 30_000.0).await;
-    let row_version = "select xmin::text, updated_at from leads where id = $1";
-    let before: (String, time::OffsetDateTime) = sqlx::query_as(row_version)
-        .bind(lead)
-        .fetch_one(&scorer.pool)
-        .await
-        .expect("lead");
-    for kind in ["pricing_view", "calculator_use", "email_click"] {
-        let event = engagement(kind, lead, json!({}));
-        scorer.publish(&event, &event.id.to_string()).await;
-    }
-    scorer.drained().await;
-    let (score, scored_at, activity): (
-        Option<i16>,
-        Option<time::OffsetDateTime>,
-        Option<time::OffsetDateTime>,
-    ) = sqlx::query_as(
-        "select score, scored_at, last_activity_at from lead_scoring_state where lead_id = $1",
-    )
-    .bind(lead)
-    .fetch_one(&scorer.pool)
-    .await
-    .expect("scoring state");
-    assert!(score.is_some_and(|s| s > 0), "scored: {score:?}");
-    assert!(scored_at.is_some() && activity.is_some());
-    let after: (String, time::OffsetDateTime) = sqlx::query_as(row_version)
-        .bind(lead)
-        .fetch_one(&scorer.pool)
-        .await
-        .expect("lead");
-    assert_eq!(after, before, "the lead row was not rewritten");
     scorer.stop().await;
 }
 
@@ -784,12 +739,11 @@ async fn a_requested_rescore_waits_for_a_batch_changing_the_same_lead() {
         during > before,
         "it counts what the batch committed: {during} > {before}"
     );
-    let recorded: i16 =
-        sqlx::query_scalar("select score from lead_scoring_state where lead_id = $1")
-            .bind(lead)
-            .fetch_one(&scorer.pool)
-            .await
-            .expect("score");
+    let recorded: i16 = sqlx::query_scalar("select score from leads where id = $1")
+        .bind(lead)
+        .fetch_one(&scorer.pool)
+        .await
+        .expect("score");
     assert_eq!(i32::from(recorded), during);
     scorer.stop().await;
 }

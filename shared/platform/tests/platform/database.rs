@@ -259,7 +259,7 @@ async fn the_schema_enforces_what_the_design_promises() {
     .fetch_one(&pool)
     .await
     .expect("lead");
-    let bad_score = sqlx::query("update lead_scoring_state set score = 101 where lead_id = $1")
+    let bad_score = sqlx::query("update leads set score = 101 where id = $1")
         .bind(lead)
         .execute(&pool)
         .await;
