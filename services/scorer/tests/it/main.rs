@@ -851,4 +851,5 @@ async fn a_visitors_events_and_their_identify_arriving_together_all_count() {
             .await,
         0
     );
+    scorer.stop().await;
 }
