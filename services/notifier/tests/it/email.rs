@@ -33,10 +33,11 @@ async fn mail_waits_out_an_smtp_outage_and_then_reaches_the_server_once() {
         "select count(*) from email_queue where attempts >= 2 and sent_at is null and last_error is not null and recipient = (select email from users where id = '{}')",
         rep.id
     );
-    eventually(
+    app.count_reaches(
+        &rows,
+        1,
         Duration::from_secs(10),
         "failed attempts while SMTP is down",
-        || async { (app.count(&rows).await == 1).then_some(()) },
     )
     .await;
     assert_eq!(
@@ -107,12 +108,12 @@ async fn a_server_that_wants_authentication_delays_mail_instead_of_discarding_it
     let rep = app.user("sales_rep").await;
     app.assign_new_lead(&manager, rep.id).await;
 
-    eventually(Duration::from_secs(10), "refused attempts", || async {
-        let retried = app
-            .count("select count(*) from email_queue where attempts >= 2 and failed_at is null and sent_at is null")
-            .await;
-        (retried == 1).then_some(())
-    })
+    app.count_reaches(
+        "select count(*) from email_queue where attempts >= 2 and failed_at is null and sent_at is null",
+        1,
+        Duration::from_secs(10),
+        "refused attempts",
+    )
     .await;
 
     // The operator fixes the credentials: the mail still goes out.
@@ -124,12 +125,12 @@ async fn a_server_that_wants_authentication_delays_mail_instead_of_discarding_it
     )
     .await;
     // Marked sent after the server's 250, which the server sees first.
-    eventually(Duration::from_secs(5), "the mail marked sent", || async {
-        let sent = app
-            .count("select count(*) from email_queue where sent_at is not null")
-            .await;
-        (sent == 1).then_some(())
-    })
+    app.count_reaches(
+        "select count(*) from email_queue where sent_at is not null",
+        1,
+        Duration::from_secs(5),
+        "the mail marked sent",
+    )
     .await;
     app.stop().await;
 }

@@ -242,6 +242,14 @@ impl TestApp {
             .expect("count")
     }
 
+    /// Waits until the count `sql` selects is `n`; panics naming `what` after `within`.
+    pub async fn count_reaches(&self, sql: &str, n: i64, within: Duration, what: &str) {
+        eventually(within, what, || async {
+            (self.count(sql).await == n).then_some(())
+        })
+        .await;
+    }
+
     pub async fn ticket(&self, user: &TestUser) -> String {
         let (status, body) = self
             .call("POST", "/api/notifications/ticket", &user.token, None)

@@ -234,10 +234,8 @@ async fn a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
         "select count(*) from notifications where user_id = '{}'",
         rep.id
     );
-    leadflow_testkit::eventually(Duration::from_secs(5), "notifications written", || async {
-        (app.count(&query).await == 4).then_some(())
-    })
-    .await;
+    app.count_reaches(&query, 4, Duration::from_secs(5), "notifications written")
+        .await;
 
     let mut resumed = SseClient::open(base, Auth::Bearer(&rep.token), Some(seen))
         .await

@@ -801,7 +801,8 @@ async fn signals_are_looked_up_by_index_even_with_stale_statistics() {
 }
 
 /// Visitors' anonymous events and the identify calls that tie them to leads, arriving together:
-/// the scorer's lanes run at once, and every one of those events must end up counted for its lead.
+/// a fetched batch's groups (`SCORER_WORKERS`) run at once, and every one of those events must end
+/// up counted for its lead.
 #[tokio::test]
 async fn a_visitors_events_and_their_identify_arriving_together_all_count() {
     let scorer = Scorer::start().await;

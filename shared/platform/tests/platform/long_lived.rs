@@ -43,16 +43,18 @@ struct Running {
     open: Arc<AtomicUsize>,
     token: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    /// Its streams on the shared NATS server, removed by [`shut_down`].
+    /// Its streams on the shared NATS server, removed by [`Running::shut_down`].
     namespace: String,
     _db: TestDb,
 }
 
-/// Stops the server and removes its streams (the server task itself is awaited by tests that
-/// check how it stops).
-async fn shut_down(token: &CancellationToken, namespace: &str) {
-    token.cancel();
-    drop_namespace(namespace).await;
+impl Running {
+    /// Stops the server and removes its streams (the server task itself is awaited by tests that
+    /// check how it stops).
+    async fn shut_down(&self) {
+        self.token.cancel();
+        drop_namespace(&self.namespace).await;
+    }
 }
 
 async fn start() -> Running {
@@ -204,7 +206,7 @@ async fn a_stream_is_chunked_and_ends_when_its_client_leaves() {
         running.open.load(Ordering::SeqCst) == 0
     })
     .await;
-    shut_down(&running.token, &running.namespace).await;
+    running.shut_down().await;
 }
 
 #[tokio::test]
@@ -231,7 +233,7 @@ async fn everything_else_on_the_port_is_served_as_before() {
         .await
         .expect("post");
     assert_eq!(response.status(), 405);
-    shut_down(&running.token, &running.namespace).await;
+    running.shut_down().await;
 }
 
 #[tokio::test]
@@ -268,7 +270,7 @@ async fn refusals_and_bad_heads_get_complete_answers() {
     .await;
     assert!(got.starts_with("HTTP/1.1 400"), "{got}");
     assert!(got.contains("malformed"), "{got}");
-    shut_down(&running.token, &running.namespace).await;
+    running.shut_down().await;
 }
 
 #[tokio::test]
@@ -288,7 +290,7 @@ async fn http_1_0_streams_end_with_the_connection_and_shutdown_ends_them() {
     );
 
     // Shutdown: the stream sends its last event, the connection closes, the server stops.
-    shut_down(&running.token, &running.namespace).await;
+    running.shut_down().await;
     let rest = read_until(&mut conn, "never").await;
     assert_eq!(rest, "data: bye\n\n");
     tokio::time::timeout(Duration::from_secs(10), running.server)
@@ -323,7 +325,7 @@ async fn a_client_that_stops_reading_is_dropped() {
     .await
     .expect("a stalled client is disconnected after the write deadline");
     drop(conn);
-    shut_down(&running.token, &running.namespace).await;
+    running.shut_down().await;
 }
 
 #[tokio::test]
@@ -344,7 +346,7 @@ async fn a_connection_still_sending_its_head_does_not_hold_up_shutdown() {
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     let began = std::time::Instant::now();
-    shut_down(&running.token, &running.namespace).await;
+    running.shut_down().await;
     running.server.await.expect("task").expect("clean stop");
     assert!(
         began.elapsed() < Duration::from_secs(2),
