@@ -185,7 +185,9 @@ impl Bus {
         }
     }
 
-    /// The durable pull consumer for `spec`, created if missing.
+    /// The durable pull consumer for `spec`: created if missing, brought to this release's
+    /// configuration if not (a durable left by an earlier release, or by a different `NATS_ACK_WAIT`
+    /// or `NATS_MAX_DELIVER`, keeps its position and takes the new settings).
     pub async fn consumer(
         &self,
         spec: &ConsumerSpec,
@@ -196,19 +198,29 @@ impl Bus {
             .get_stream(self.namespace.stream_name(spec.stream))
             .await?;
         let consumer = stream
-            .get_or_create_consumer(
-                &durable,
-                pull::Config {
-                    durable_name: Some(durable.clone()),
-                    filter_subject: self.namespace.subject(spec.filter),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.config.nats_ack_wait,
-                    max_deliver: self.config.nats_max_deliver,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: self.filter_subject(spec),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: self.config.nats_ack_wait,
+                max_deliver: self.config.nats_max_deliver,
+                ..Default::default()
+            })
             .await?;
         Ok(consumer)
+    }
+
+    /// The subject filter `spec` is created with: none when it would select everything its stream
+    /// holds. nats-server 2.9 serves any filter through its per-subject lookup, even one equal to
+    /// the stream's only subject; with one, the scorer's drain of a burst stalled for 20-60 s near
+    /// its end (a fetch returning a few hundred messages, then nothing until the client's
+    /// timeout), and without one it did not (docs/benchmarks.md, session 6).
+    fn filter_subject(&self, spec: &ConsumerSpec) -> String {
+        if spec.stream.base_subjects() == [spec.filter] {
+            String::new()
+        } else {
+            self.namespace.subject(spec.filter)
+        }
     }
 
     /// Lag and redelivery counts of the given consumers, for health and metrics.

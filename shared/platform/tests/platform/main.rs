@@ -1,5 +1,6 @@
 //! The platform against the real PostgreSQL and NATS of this machine.
 
+mod consumers;
 mod database;
 mod long_lived;
 mod outbox;

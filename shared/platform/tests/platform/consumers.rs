@@ -1,0 +1,146 @@
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use futures::StreamExt as _;
+use leadflow_events::{Namespace, Stream};
+use leadflow_platform::bus::{Bus, ConsumerSpec};
+use leadflow_testkit::{drop_namespace, nats_url, unique_namespace};
+
+use crate::config;
+
+const WHOLE_STREAM: ConsumerSpec = ConsumerSpec {
+    name: "reader_engagement",
+    stream: Stream::Engagement,
+    filter: "engagement.>",
+};
+const PART_OF_STREAM: ConsumerSpec = ConsumerSpec {
+    name: "reader_scores",
+    stream: Stream::Domain,
+    filter: "scores.updated",
+};
+
+async fn bus(namespace: &str, extra: &[&str]) -> Bus {
+    let cfg = config(
+        "postgres://postgres@127.0.0.1/unused",
+        &nats_url(),
+        namespace,
+        extra,
+    );
+    Bus::connect(&cfg.nats, "test").await.expect("client")
+}
+
+/// A consumer that reads its whole stream has no filter (nats-server 2.9 serves even a filter
+/// equal to the stream's subject through the path that stalled drains); one that reads part of
+/// a stream keeps its filter.
+#[tokio::test]
+async fn a_consumer_of_a_whole_stream_has_no_filter_and_one_of_part_keeps_it() {
+    let namespace = unique_namespace();
+    let bus = bus(&namespace, &[]).await;
+    bus.ensure_topology(&[WHOLE_STREAM, PART_OF_STREAM])
+        .await
+        .expect("topology");
+    let ns = Namespace::parse(&namespace).expect("namespace");
+
+    let mut whole = bus.consumer(&WHOLE_STREAM).await.expect("consumer");
+    let info = whole.info().await.expect("info");
+    assert_eq!(info.config.filter_subject, "");
+    let mut part = bus.consumer(&PART_OF_STREAM).await.expect("consumer");
+    let info = part.info().await.expect("info");
+    assert_eq!(info.config.filter_subject, ns.subject("scores.updated"));
+
+    // Unfiltered, it still reads exactly its stream's events.
+    for subject in ["engagement.email_open", "engagement.page_view"] {
+        bus.jetstream()
+            .publish(ns.subject(subject), "{}".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    let mut messages = whole
+        .fetch()
+        .max_messages(10)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut subjects = Vec::new();
+    while let Some(message) = messages.next().await {
+        subjects.push(message.expect("message").subject.to_string());
+    }
+    assert_eq!(
+        subjects,
+        [
+            ns.subject("engagement.email_open"),
+            ns.subject("engagement.page_view")
+        ]
+    );
+    bus.close().await;
+    drop_namespace(&namespace).await;
+}
+
+/// A durable left by an earlier release (filtered on its whole stream, other settings) is brought
+/// to this release's configuration where it stands: what it had acknowledged is not delivered again.
+#[tokio::test]
+async fn a_durable_from_an_earlier_release_takes_the_new_settings_and_keeps_its_position() {
+    let namespace = unique_namespace();
+    let bus = bus(
+        &namespace,
+        &["--nats-ack-wait", "7s", "--nats-max-deliver", "4"],
+    )
+    .await;
+    bus.ensure_topology(&[]).await.expect("streams");
+    let ns = Namespace::parse(&namespace).expect("namespace");
+    let stream = bus
+        .jetstream()
+        .get_stream(ns.stream_name(Stream::Engagement))
+        .await
+        .expect("stream");
+    let old: pull::Config = pull::Config {
+        durable_name: Some(ns.name(WHOLE_STREAM.name)),
+        filter_subject: ns.subject(WHOLE_STREAM.filter),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: std::time::Duration::from_secs(30),
+        max_deliver: 10,
+        ..Default::default()
+    };
+    let old = stream.create_consumer(old).await.expect("earlier durable");
+    for n in 0..3 {
+        bus.jetstream()
+            .publish(ns.subject("engagement.page_view"), format!("{n}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    let mut first = old.fetch().max_messages(2).messages().await.expect("fetch");
+    while let Some(message) = first.next().await {
+        message.expect("message").ack().await.expect("ack");
+    }
+
+    let mut current = bus.consumer(&WHOLE_STREAM).await.expect("consumer");
+    let info = current.info().await.expect("info");
+    assert_eq!(
+        (
+            info.config.filter_subject.as_str(),
+            info.config.ack_wait,
+            info.config.max_deliver
+        ),
+        ("", std::time::Duration::from_secs(7), 4)
+    );
+    assert_eq!(
+        (info.num_pending, info.ack_floor.stream_sequence),
+        (1, 2),
+        "the two acknowledged messages stay acknowledged"
+    );
+    let mut rest = current
+        .fetch()
+        .max_messages(10)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut payloads = Vec::new();
+    while let Some(message) = rest.next().await {
+        payloads.push(String::from_utf8_lossy(&message.expect("message").payload).into_owned());
+    }
+    assert_eq!(payloads, ["2"]);
+    bus.close().await;
+    drop_namespace(&namespace).await;
+}
