@@ -104,8 +104,8 @@ run pixel "single pixels, $CONNECTIONS connections, $DURATION" 1
 # Paced runs use more connections: a connection waits for each answer before its next delay, so
 # on 4 connections a pixel every 0.8 ms each could not reach 5,000/s.
 export RATE=$RATE_PACED CONNECTIONS=${PACED_CONNECTIONS:-16}
-run track_batch "batches of $BATCH paced at $RATE events/s, $CONNECTIONS connections, $DURATION" "$BATCH"
-run pixel "single pixels paced at $RATE events/s, $CONNECTIONS connections, $DURATION" 1
+run track_batch "batches of $BATCH paced towards $RATE events/s, $CONNECTIONS connections, $DURATION" "$BATCH"
+run pixel "single pixels paced towards $RATE events/s, $CONNECTIONS connections, $DURATION" 1
 
 # The same run's ceiling: raw JetStream publishing and PostgreSQL batched inserts (BASELINE=0 skips).
 if [ "${BASELINE:-1}" != 0 ]; then

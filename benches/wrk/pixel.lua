@@ -12,8 +12,9 @@ end
 local rate = tonumber(os.getenv("RATE") or "0")
 local connections = tonumber(os.getenv("CONNECTIONS") or "1")
 if rate > 0 then
-  -- wrk truncates the delay to whole milliseconds, and one pixel's share is often less than one
-  -- (0.8 ms at 5,000/s on 4 connections): rounded at random, the delays average the share.
+  -- wrk truncates the delay to whole milliseconds, and a connection's share can be less than one
+  -- (0.8 ms at 5,000/s on 4 connections): rounded at random, the delays average the share. The
+  -- delay comes after each answer, so the rate offered stays under RATE by the answers' latency.
   local share = 1000 * connections / rate
   function delay()
     local whole = math.floor(share)

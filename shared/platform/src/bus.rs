@@ -25,7 +25,8 @@ pub struct ConsumerSpec {
     /// Durable name, e.g. `scorer_engagement`.
     pub name: &'static str,
     pub stream: Stream,
-    /// One subject filter (nats-server 2.9 allows one per consumer), e.g. `engagement.>`.
+    /// One subject filter (nats-server 2.9 allows one per consumer), e.g. `engagement.>`; left
+    /// off when it is the stream's only subject (see `Bus::filter_subject`).
     pub filter: &'static str,
 }
 
@@ -197,7 +198,7 @@ impl Bus {
             .jetstream
             .get_stream(self.namespace.stream_name(spec.stream))
             .await?;
-        let consumer = stream
+        let created = stream
             .create_consumer(pull::Config {
                 durable_name: Some(durable.clone()),
                 filter_subject: self.filter_subject(spec),
@@ -206,15 +207,28 @@ impl Bus {
                 max_deliver: self.config.nats_max_deliver,
                 ..Default::default()
             })
-            .await?;
-        Ok(consumer)
+            .await;
+        match created {
+            Ok(consumer) => Ok(consumer),
+            // The server refuses to change some settings of an existing durable (one edited by
+            // hand, say). Reading it as it stands beats staying unready until someone notices.
+            Err(refused) => match stream.get_consumer(&durable).await {
+                Ok(existing) => {
+                    tracing::warn!(consumer = %durable, error = %refused,
+                        "the durable consumer keeps settings this release would change");
+                    Ok(existing)
+                }
+                Err(_) => Err(refused.into()),
+            },
+        }
     }
 
     /// The subject filter `spec` is created with: none when it would select everything its stream
-    /// holds. nats-server 2.9 serves any filter through its per-subject lookup, even one equal to
-    /// the stream's only subject; with one, the scorer's drain of a burst stalled for 20-60 s near
-    /// its end (a fetch returning a few hundred messages, then nothing until the client's
-    /// timeout), and without one it did not (docs/benchmarks.md, session 6).
+    /// holds. On nats-server 2.9, with the filter equal to the stream's only subject, the scorer's
+    /// drain of a burst stalled near its end for 16 s to minutes (a fetch holding a few hundred
+    /// messages until the client's timeout); created without one, it never did in six runs
+    /// (docs/benchmarks.md, session 6). Our guess is 2.9's filtered lookup path; 2.10 is not known
+    /// to need this, and it costs nothing there.
     fn filter_subject(&self, spec: &ConsumerSpec) -> String {
         if spec.stream.base_subjects() == [spec.filter] {
             String::new()

@@ -78,10 +78,15 @@ pub async fn run<H: Handler>(
             Ok(messages) if messages.is_empty() => {}
             Ok(messages) => {
                 delays = crate::retry::backoff();
+                // The durable's settings as the server holds them, not this instance's: during a
+                // rollout that changes them, another instance may have set them last.
+                let settings = &current.cached_info().config;
                 Batches {
                     platform: &platform,
                     handler: &*handler,
                     consumer: &name,
+                    ack_wait: settings.ack_wait,
+                    max_deliver: settings.max_deliver,
                 }
                 .handle(messages)
                 .await;
@@ -118,6 +123,10 @@ struct Batches<'a, H> {
     platform: &'a Platform,
     handler: &'a H,
     consumer: &'a str,
+    /// How long the server waits for an ack before redelivering.
+    ack_wait: Duration,
+    /// Deliveries the server makes of one message (0 or less: no limit).
+    max_deliver: i64,
 }
 
 impl<H: Handler> Batches<'_, H> {
@@ -162,11 +171,10 @@ impl<H: Handler> Batches<'_, H> {
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
                 // Progress must be reported again before `NATS_ACK_WAIT` runs out.
-                let ack_wait = self.platform.config.nats.nats_ack_wait;
                 let delay = delays
                     .next()
                     .unwrap_or(Duration::from_secs(5))
-                    .min(ack_wait / 2);
+                    .min(self.ack_wait / 2);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => continue,
                     () = token.cancelled() => {
@@ -186,10 +194,9 @@ impl<H: Handler> Batches<'_, H> {
                 return;
             }
             tracing::warn!(consumer = self.consumer, error = %error_text, "event failed; it will be redelivered");
-            let max_deliver = self.platform.config.nats.nats_max_deliver;
             for message in messages {
                 let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-                if delivered >= max_deliver {
+                if self.max_deliver > 0 && delivered >= self.max_deliver {
                     self.dead_letter(&message, &error.to_string()).await;
                 } else {
                     let _ = message

@@ -46,7 +46,6 @@ async fn a_consumer_of_a_whole_stream_has_no_filter_and_one_of_part_keeps_it() {
     let info = part.info().await.expect("info");
     assert_eq!(info.config.filter_subject, ns.subject("scores.updated"));
 
-    // Unfiltered, it still reads exactly its stream's events.
     for subject in ["engagement.email_open", "engagement.page_view"] {
         bus.jetstream()
             .publish(ns.subject(subject), "{}".into())
@@ -112,7 +111,7 @@ async fn a_durable_from_an_earlier_release_takes_the_new_settings_and_keeps_its_
     }
     let mut first = old.fetch().max_messages(2).messages().await.expect("fetch");
     while let Some(message) = first.next().await {
-        message.expect("message").ack().await.expect("ack");
+        message.expect("message").double_ack().await.expect("ack");
     }
 
     let mut current = bus.consumer(&WHOLE_STREAM).await.expect("consumer");
@@ -141,6 +140,68 @@ async fn a_durable_from_an_earlier_release_takes_the_new_settings_and_keeps_its_
         payloads.push(String::from_utf8_lossy(&message.expect("message").payload).into_owned());
     }
     assert_eq!(payloads, ["2"]);
+    bus.close().await;
+    drop_namespace(&namespace).await;
+}
+
+/// A durable of part of a stream keeps its filter when it takes new settings; one whose settings the
+/// server refuses to change (edited by hand) is read as it stands rather than left unready.
+#[tokio::test]
+async fn a_partial_durable_keeps_its_filter_and_one_that_cannot_change_is_used_as_it_is() {
+    let namespace = unique_namespace();
+    let bus = bus(&namespace, &["--nats-ack-wait", "9s"]).await;
+    bus.ensure_topology(&[]).await.expect("streams");
+    let ns = Namespace::parse(&namespace).expect("namespace");
+    let domain = bus
+        .jetstream()
+        .get_stream(ns.stream_name(Stream::Domain))
+        .await
+        .expect("stream");
+    domain
+        .create_consumer(pull::Config {
+            durable_name: Some(ns.name(PART_OF_STREAM.name)),
+            filter_subject: ns.subject(PART_OF_STREAM.filter),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: std::time::Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .expect("earlier durable");
+    let mut part = bus.consumer(&PART_OF_STREAM).await.expect("consumer");
+    let info = part.info().await.expect("info");
+    assert_eq!(
+        (info.config.filter_subject.clone(), info.config.ack_wait),
+        (
+            ns.subject(PART_OF_STREAM.filter),
+            std::time::Duration::from_secs(9)
+        )
+    );
+
+    // `max_waiting` cannot be changed on an existing durable, so this release's update is refused.
+    let engagement = bus
+        .jetstream()
+        .get_stream(ns.stream_name(Stream::Engagement))
+        .await
+        .expect("stream");
+    engagement
+        .create_consumer(pull::Config {
+            durable_name: Some(ns.name(WHOLE_STREAM.name)),
+            ack_policy: AckPolicy::Explicit,
+            max_waiting: 7,
+            ..Default::default()
+        })
+        .await
+        .expect("hand-made durable");
+    let mut whole = bus
+        .consumer(&WHOLE_STREAM)
+        .await
+        .expect("the durable as it is");
+    let info = whole.info().await.expect("info");
+    assert_eq!(
+        (info.config.max_waiting, info.config.ack_wait),
+        (7, std::time::Duration::from_secs(30)),
+        "kept its settings"
+    );
     bus.close().await;
     drop_namespace(&namespace).await;
 }
