@@ -168,4 +168,5 @@ async fn an_event_with_a_nul_character_is_refused_alone_and_its_batch_still_kept
             .await,
         1
     );
+    app.stop_degraded().await;
 }
