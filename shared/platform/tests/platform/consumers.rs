@@ -1,4 +1,7 @@
-use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::{
+    Message,
+    consumer::{AckPolicy, PullConsumer, pull},
+};
 use futures::StreamExt as _;
 use leadflow_events::{Namespace, Stream};
 use leadflow_platform::bus::{Bus, ConsumerSpec};
@@ -16,6 +19,46 @@ const PART_OF_STREAM: ConsumerSpec = ConsumerSpec {
     stream: Stream::Domain,
     filter: "scores.updated",
 };
+
+/// Whatever the consumer has for us, up to `max` messages.
+async fn fetch(consumer: &PullConsumer, max: usize) -> Vec<Message> {
+    let mut fetched = consumer
+        .fetch()
+        .max_messages(max)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut messages = Vec::new();
+    while let Some(message) = fetched.next().await {
+        messages.push(message.expect("message"));
+    }
+    messages
+}
+
+/// A durable made on the server directly, as an earlier release (or an operator) left it.
+async fn durable_as_left(
+    bus: &Bus,
+    ns: &Namespace,
+    stream: Stream,
+    config: pull::Config,
+) -> PullConsumer {
+    bus.jetstream()
+        .get_stream(ns.stream_name(stream))
+        .await
+        .expect("stream")
+        .create_consumer(config)
+        .await
+        .expect("durable")
+}
+
+async fn publish(bus: &Bus, subject: String, payload: String) {
+    bus.jetstream()
+        .publish(subject, payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
 
 async fn bus(namespace: &str, extra: &[&str]) -> Bus {
     let cfg = config(
@@ -47,23 +90,13 @@ async fn a_consumer_of_a_whole_stream_has_no_filter_and_one_of_part_keeps_it() {
     assert_eq!(info.config.filter_subject, ns.subject("scores.updated"));
 
     for subject in ["engagement.email_open", "engagement.page_view"] {
-        bus.jetstream()
-            .publish(ns.subject(subject), "{}".into())
-            .await
-            .expect("publish")
-            .await
-            .expect("stored");
+        publish(&bus, ns.subject(subject), "{}".into()).await;
     }
-    let mut messages = whole
-        .fetch()
-        .max_messages(10)
-        .messages()
+    let subjects: Vec<String> = fetch(&whole, 10)
         .await
-        .expect("fetch");
-    let mut subjects = Vec::new();
-    while let Some(message) = messages.next().await {
-        subjects.push(message.expect("message").subject.to_string());
-    }
+        .iter()
+        .map(|m| m.subject.to_string())
+        .collect();
     assert_eq!(
         subjects,
         [
@@ -87,12 +120,7 @@ async fn a_durable_from_an_earlier_release_takes_the_new_settings_and_keeps_its_
     .await;
     bus.ensure_topology(&[]).await.expect("streams");
     let ns = Namespace::parse(&namespace).expect("namespace");
-    let stream = bus
-        .jetstream()
-        .get_stream(ns.stream_name(Stream::Engagement))
-        .await
-        .expect("stream");
-    let old: pull::Config = pull::Config {
+    let old = pull::Config {
         durable_name: Some(ns.name(WHOLE_STREAM.name)),
         filter_subject: ns.subject(WHOLE_STREAM.filter),
         ack_policy: AckPolicy::Explicit,
@@ -100,18 +128,13 @@ async fn a_durable_from_an_earlier_release_takes_the_new_settings_and_keeps_its_
         max_deliver: 10,
         ..Default::default()
     };
-    let old = stream.create_consumer(old).await.expect("earlier durable");
+    let old = durable_as_left(&bus, &ns, Stream::Engagement, old).await;
     for n in 0..3 {
-        bus.jetstream()
-            .publish(ns.subject("engagement.page_view"), format!("{n}").into())
-            .await
-            .expect("publish")
-            .await
-            .expect("stored");
+        publish(&bus, ns.subject("engagement.page_view"), format!("{n}")).await;
     }
-    let mut first = old.fetch().max_messages(2).messages().await.expect("fetch");
-    while let Some(message) = first.next().await {
-        message.expect("message").double_ack().await.expect("ack");
+    // Confirmed acks: the server has recorded them before the update below.
+    for message in fetch(&old, 2).await {
+        message.double_ack().await.expect("ack");
     }
 
     let mut current = bus.consumer(&WHOLE_STREAM).await.expect("consumer");
@@ -129,16 +152,11 @@ async fn a_durable_from_an_earlier_release_takes_the_new_settings_and_keeps_its_
         (1, 2),
         "the two acknowledged messages stay acknowledged"
     );
-    let mut rest = current
-        .fetch()
-        .max_messages(10)
-        .messages()
+    let payloads: Vec<String> = fetch(&current, 10)
         .await
-        .expect("fetch");
-    let mut payloads = Vec::new();
-    while let Some(message) = rest.next().await {
-        payloads.push(String::from_utf8_lossy(&message.expect("message").payload).into_owned());
-    }
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
     assert_eq!(payloads, ["2"]);
     bus.close().await;
     drop_namespace(&namespace).await;
@@ -152,21 +170,19 @@ async fn a_partial_durable_keeps_its_filter_and_one_that_cannot_change_is_used_a
     let bus = bus(&namespace, &["--nats-ack-wait", "9s"]).await;
     bus.ensure_topology(&[]).await.expect("streams");
     let ns = Namespace::parse(&namespace).expect("namespace");
-    let domain = bus
-        .jetstream()
-        .get_stream(ns.stream_name(Stream::Domain))
-        .await
-        .expect("stream");
-    domain
-        .create_consumer(pull::Config {
+    durable_as_left(
+        &bus,
+        &ns,
+        Stream::Domain,
+        pull::Config {
             durable_name: Some(ns.name(PART_OF_STREAM.name)),
             filter_subject: ns.subject(PART_OF_STREAM.filter),
             ack_policy: AckPolicy::Explicit,
             ack_wait: std::time::Duration::from_secs(30),
             ..Default::default()
-        })
-        .await
-        .expect("earlier durable");
+        },
+    )
+    .await;
     let mut part = bus.consumer(&PART_OF_STREAM).await.expect("consumer");
     let info = part.info().await.expect("info");
     assert_eq!(
@@ -178,20 +194,18 @@ async fn a_partial_durable_keeps_its_filter_and_one_that_cannot_change_is_used_a
     );
 
     // `max_waiting` cannot be changed on an existing durable, so this release's update is refused.
-    let engagement = bus
-        .jetstream()
-        .get_stream(ns.stream_name(Stream::Engagement))
-        .await
-        .expect("stream");
-    engagement
-        .create_consumer(pull::Config {
+    durable_as_left(
+        &bus,
+        &ns,
+        Stream::Engagement,
+        pull::Config {
             durable_name: Some(ns.name(WHOLE_STREAM.name)),
             ack_policy: AckPolicy::Explicit,
             max_waiting: 7,
             ..Default::default()
-        })
-        .await
-        .expect("hand-made durable");
+        },
+    )
+    .await;
     let mut whole = bus
         .consumer(&WHOLE_STREAM)
         .await
