@@ -215,7 +215,7 @@ impl Bus {
             Err(refused) => match stream.get_consumer(&durable).await {
                 Ok(existing) => {
                     tracing::warn!(consumer = %durable, error = %refused,
-                        "the durable consumer keeps settings this release would change");
+                        "could not update the durable consumer; reading it with the settings it has");
                     Ok(existing)
                 }
                 Err(_) => Err(refused.into()),
