@@ -480,7 +480,7 @@ async fn postgres_unreachable_for_30s_fails_fast_opens_the_breaker_and_loses_not
     let load = p.load(Duration::from_millis(50));
     sleep(Duration::from_secs(2)).await;
 
-    proxy.set_up(false);
+    proxy.set_up(false).await;
     let cut = Instant::now();
     for service in [&p.gateway, &p.scorer] {
         eventually(Duration::from_secs(5), "the breaker to open", || async {
@@ -515,7 +515,7 @@ async fn postgres_unreachable_for_30s_fails_fast_opens_the_breaker_and_loses_not
     assert!(waited < Duration::from_secs(1), "503 took {waited:?}");
 
     sleep(Duration::from_secs(30).saturating_sub(cut.elapsed())).await;
-    proxy.set_up(true);
+    proxy.set_up(true).await;
     for service in [&p.gateway, &p.scorer] {
         eventually(
             Duration::from_secs(10),

@@ -4,7 +4,10 @@
 use std::{net::SocketAddr, sync::Mutex};
 
 use sqlx::{Connection, PgConnection};
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    task::JoinSet,
+};
 use uuid::Uuid;
 
 /// The server tests use; `TEST_DATABASE_URL` overrides it (any database name: tests make their own).
@@ -87,42 +90,68 @@ fn with_database(server: &str, name: &str) -> String {
 pub struct TcpProxy {
     addr: SocketAddr,
     upstream: SocketAddr,
-    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    port: Mutex<Option<Port>>,
+}
+
+enum Port {
+    /// Bound but not listening: connections are refused, and the port stays ours. Released, it
+    /// could become the local port of some other test's outgoing connection before we came back.
+    Held(TcpSocket),
+    Forwarding(tokio::task::JoinHandle<()>),
 }
 
 impl TcpProxy {
     pub async fn start(upstream: SocketAddr, up: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let accepting = up.then(|| tokio::spawn(forward(listener, upstream)));
-        Self {
+        let socket = hold(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+        let addr = socket.local_addr().expect("proxy address");
+        let proxy = Self {
             addr,
             upstream,
-            accepting: Mutex::new(accepting),
-        }
+            port: Mutex::new(Some(Port::Held(socket))),
+        };
+        proxy.set_up(up).await;
+        proxy
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    pub fn set_up(&self, up: bool) {
-        let mut accepting = self.accepting.lock().expect("proxy state");
-        match (up, accepting.is_some()) {
-            (true, false) => {
-                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-                socket.set_reuseaddr(true).expect("reuseaddr");
-                socket.bind(self.addr).expect("re-bind the proxy port");
+    pub async fn set_up(&self, up: bool) {
+        let current = self.port.lock().expect("proxy state").take();
+        let next = match (up, current) {
+            (true, Some(Port::Held(socket))) => {
                 let listener = socket.listen(1024).expect("listen");
-                *accepting = Some(tokio::spawn(forward(listener, self.upstream)));
+                Port::Forwarding(tokio::spawn(forward(listener, self.upstream)))
             }
-            (false, true) => {
-                // Aborting drops the listener (refusing new connections) and every open link.
-                if let Some(task) = accepting.take() {
-                    task.abort();
-                }
+            (false, Some(Port::Forwarding(task))) => {
+                // Aborting drops the listener (refusing new connections) and every open link,
+                // once the task is gone.
+                task.abort();
+                let _ = task.await;
+                Port::Held(hold(self.addr).await)
             }
-            _ => {}
+            (_, Some(unchanged)) => unchanged,
+            (_, None) => panic!("proxy state lost"),
+        };
+        *self.port.lock().expect("proxy state") = Some(next);
+    }
+}
+
+/// A socket bound to `addr` and not listening. Connections the proxy accepted on the port may
+/// take a moment to close; until they have, the port cannot be bound again.
+async fn hold(addr: SocketAddr) -> TcpSocket {
+    let mut attempts = 0;
+    loop {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("reuseaddr");
+        match socket.bind(addr) {
+            Ok(()) => return socket,
+            Err(_) if attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("bind the proxy port {addr}: {e}"),
         }
     }
 }
@@ -140,8 +169,8 @@ async fn forward(listener: TcpListener, upstream: SocketAddr) {
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
-        if let Ok(mut accepting) = self.accepting.lock()
-            && let Some(task) = accepting.take()
+        if let Ok(mut port) = self.port.lock()
+            && let Some(Port::Forwarding(task)) = port.take()
         {
             task.abort();
         }

@@ -197,8 +197,8 @@ async fn it_recovers_by_itself_when_the_database_and_nats_come_back() {
     assert_eq!(ready, 503);
     assert!(reasons.contains("NATS unreachable"), "{reasons}");
 
-    pg_proxy.set_up(true);
-    nats_proxy.set_up(true);
+    pg_proxy.set_up(true).await;
+    nats_proxy.set_up(true).await;
     let up = health_once(&base, |h| {
         h["database"]["status"] == "connected"
             && h["nats"]["status"] == "connected"

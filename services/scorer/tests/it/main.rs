@@ -610,13 +610,13 @@ async fn a_database_outage_holds_events_instead_of_dead_lettering_them() {
 
     // Down for several times max_deliver (2) x ack_wait (1 s): each event would have been
     // dead-lettered had the outage counted as failed deliveries.
-    proxy.set_up(false);
+    proxy.set_up(false).await;
     for _ in 0..3 {
         let view = engagement("pricing_view", lead, json!({}));
         scorer.publish(&view, &view.id.to_string()).await;
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
-    proxy.set_up(true);
+    proxy.set_up(true).await;
 
     eventually(
         Duration::from_secs(30),

@@ -137,7 +137,7 @@ async fn the_breaker_opens_after_the_configured_failures_fails_fast_and_closes_w
         started.elapsed()
     );
 
-    proxy.set_up(true);
+    proxy.set_up(true).await;
     tokio::time::sleep(Duration::from_millis(350)).await;
     select_one()
         .await
@@ -166,7 +166,7 @@ async fn the_health_probe_alone_recovers_the_breaker_and_the_status_without_traf
     assert!(!db.probe().await.connected);
     assert_eq!(db.breaker().state(), BreakerState::Open);
 
-    proxy.set_up(true);
+    proxy.set_up(true).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     let status = db.probe().await;
     assert!(status.connected, "{status:?}");
@@ -315,7 +315,7 @@ async fn migrate_waits_for_a_database_that_is_still_starting() {
         !migrating.is_finished(),
         "still waiting while the server is unreachable"
     );
-    proxy.set_up(true);
+    proxy.set_up(true).await;
     tokio::time::timeout(Duration::from_secs(15), migrating)
         .await
         .expect("finishes once the server answers")

@@ -121,7 +121,7 @@ async fn the_relay_delivers_every_row_exactly_once_even_when_nats_was_unreachabl
     );
     assert!(stored_messages(&namespace).await.is_empty());
 
-    proxy.set_up(true);
+    proxy.set_up(true).await;
     eventually(Duration::from_secs(30), "the outbox to drain", || async {
         (outbox_rows(&pool).await == 0).then_some(())
     })
