@@ -164,7 +164,7 @@ impl Bus {
                 .await?;
         }
         for spec in consumers {
-            self.consumer(spec).await?;
+            self.set_up_consumer(spec).await?;
         }
         Ok(())
     }
@@ -186,10 +186,24 @@ impl Bus {
         }
     }
 
-    /// The durable pull consumer for `spec`: created if missing, brought to this release's
-    /// configuration if not (a durable left by an earlier release, or by a different `NATS_ACK_WAIT`
-    /// or `NATS_MAX_DELIVER`, keeps its position and takes the new settings).
+    /// The durable pull consumer for `spec` as the server holds it. [`Bus::ensure_topology`]
+    /// creates and configures it; consumers only look it up, so that configuring is one write per
+    /// set-up, not one more each time a consume loop starts or recovers.
     pub async fn consumer(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<jetstream::consumer::PullConsumer, async_nats::Error> {
+        let stream = self
+            .jetstream
+            .get_stream(self.namespace.stream_name(spec.stream))
+            .await?;
+        stream.get_consumer(&self.namespace.name(spec.name)).await
+    }
+
+    /// Creates the durable pull consumer for `spec`, or brings it to this release's configuration
+    /// (a durable left by an earlier release, or by a different `NATS_ACK_WAIT` or
+    /// `NATS_MAX_DELIVER`, keeps its position and takes the new settings).
+    pub async fn set_up_consumer(
         &self,
         spec: &ConsumerSpec,
     ) -> Result<jetstream::consumer::PullConsumer, async_nats::Error> {
@@ -212,7 +226,7 @@ impl Bus {
             Ok(consumer) => Ok(consumer),
             // The server refuses to change some settings of an existing durable (one edited by
             // hand, say). Reading it as it stands beats staying unready until someone notices.
-            Err(refused) => match stream.get_consumer(&durable).await {
+            Err(refused) => match self.consumer(spec).await {
                 Ok(existing) => {
                     tracing::warn!(consumer = %durable, error = %refused,
                         "could not update the durable consumer; reading it with the settings it has");

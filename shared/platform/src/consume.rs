@@ -78,7 +78,7 @@ pub async fn run<H: Handler>(
             Ok(messages) if messages.is_empty() => {}
             Ok(messages) => {
                 delays = crate::retry::backoff();
-                // The durable's settings as the server reported them when this loop set it up,
+                // The durable's settings as the server reported them when this loop looked it up,
                 // not this instance's: during a rollout that changes them, another instance may
                 // have set them last.
                 let settings = &current.cached_info().config;

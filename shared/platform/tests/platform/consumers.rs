@@ -82,6 +82,7 @@ async fn a_consumer_of_a_whole_stream_has_no_filter_and_one_of_part_keeps_it() {
         .expect("topology");
     let ns = Namespace::parse(&namespace).expect("namespace");
 
+    // As the topology set them up; the consume loop looks them up the same way.
     let mut whole = bus.consumer(&WHOLE_STREAM).await.expect("consumer");
     let info = whole.info().await.expect("info");
     assert_eq!(info.config.filter_subject, "");
@@ -137,7 +138,7 @@ async fn a_durable_from_an_earlier_release_takes_the_new_settings_and_keeps_its_
         message.double_ack().await.expect("ack");
     }
 
-    let mut current = bus.consumer(&WHOLE_STREAM).await.expect("consumer");
+    let mut current = bus.set_up_consumer(&WHOLE_STREAM).await.expect("consumer");
     let info = current.info().await.expect("info");
     assert_eq!(
         (
@@ -183,7 +184,10 @@ async fn a_partial_durable_keeps_its_filter_and_one_that_cannot_change_is_used_a
         },
     )
     .await;
-    let mut part = bus.consumer(&PART_OF_STREAM).await.expect("consumer");
+    let mut part = bus
+        .set_up_consumer(&PART_OF_STREAM)
+        .await
+        .expect("consumer");
     let info = part.info().await.expect("info");
     assert_eq!(
         (info.config.filter_subject.clone(), info.config.ack_wait),
@@ -207,7 +211,7 @@ async fn a_partial_durable_keeps_its_filter_and_one_that_cannot_change_is_used_a
     )
     .await;
     let mut whole = bus
-        .consumer(&WHOLE_STREAM)
+        .set_up_consumer(&WHOLE_STREAM)
         .await
         .expect("the durable as it is");
     let info = whole.info().await.expect("info");
