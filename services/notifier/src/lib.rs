@@ -156,6 +156,8 @@ pub async fn build(config: NotifierConfig, shutdown: CancellationToken) -> anyho
             platform.clone(),
             *spec,
             worker::BATCH,
+            // One lane: a lead's assignment and its reassignment must be told in order.
+            1,
             processor.clone(),
         ));
     }

@@ -66,9 +66,9 @@ pub struct ScorerArgs {
     /// Lowest score that is Warm.
     #[arg(long, env = "SCORE_WARM_THRESHOLD", default_value_t = 40, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub score_warm_threshold: i32,
-    /// Transactions each fetched engagement batch is split into, by lead, and run at once. They
-    /// never touch the same lead, so they do not wait for each other; PostgreSQL works on all of
-    /// them in parallel.
+    /// Lanes each consumer's batches are split into, by lead: each lane commits its share in a
+    /// transaction of its own, at the same time as the others. Lanes never touch the same lead,
+    /// so they do not wait for each other; PostgreSQL works on all of them in parallel.
     #[arg(long, env = "SCORER_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub scorer_workers: u16,
 }
@@ -99,13 +99,13 @@ pub async fn build(config: ScorerConfig, shutdown: CancellationToken) -> anyhow:
     let worker = Arc::new(worker::Worker {
         processor,
         event_to_score: worker::latency_histogram(&platform)?,
-        partitions: config.scorer.scorer_workers.into(),
     });
     for spec in CONSUMERS {
         platform.spawn(leadflow_platform::consume::run(
             platform.clone(),
             *spec,
             worker::BATCH,
+            config.scorer.scorer_workers.into(),
             worker.clone(),
         ));
     }

@@ -8,26 +8,37 @@
 //! - any other failure of a batch is retried event by event, so one bad event fails alone; it is
 //!   redelivered, and dead-lettered after `NATS_MAX_DELIVER` attempts.
 //!
-//! Batches are pulled explicitly (`fetch`), not streamed, so nothing waits unacknowledged in the
-//! client while a batch is held.
+//! A batch is split into lanes ([`Handler::lane`]) that commit at once, each in the order its
+//! parts arrived, and the next batch is pulled while they work: neither PostgreSQL nor the lanes
+//! wait for a fetch, or for the slowest lane of the last batch. At most one batch is pulled ahead.
+//! A part whose lane is still busy waits in the loop, which tells JetStream it is in progress, so
+//! its ack wait never runs out however long the lane's own batch takes (a database outage).
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use futures::StreamExt as _;
 use leadflow_events::subjects;
+use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 
 use crate::{Platform, bus::ConsumerSpec, db};
 
 /// What a consumer does with its events.
 pub trait Handler: Send + Sync + 'static {
     /// A message read and understood.
-    type Item: Send + Sync;
+    type Item: Send + Sync + 'static;
     /// What a committed batch leaves for [`Handler::committed`].
     type Done: Send;
 
     /// Reads a message; an error (why) sends it to the dead-letter subject.
     fn parse(&self, message: &Message) -> Result<Self::Item, String>;
+
+    /// Which lane an item goes to (taken modulo the number of lanes). Items of one lane are
+    /// processed in the order they were delivered; different lanes commit at once, so items whose
+    /// order matters, or whose transactions would wait for each other, must share a lane.
+    fn lane(&self, _item: &Self::Item) -> u64 {
+        0
+    }
 
     /// Writes everything the items change in one transaction.
     fn process(
@@ -40,19 +51,109 @@ pub trait Handler: Send + Sync + 'static {
     fn committed(&self, done: Self::Done) -> impl Future<Output = ()> + Send;
 }
 
-/// Consumes `spec` with batches of up to `batch` messages until shutdown; the batch in hand is
-/// finished and acked first.
+/// The durable's settings as the server reported them when the loop looked it up, not this
+/// instance's: during a rollout that changes them, another instance may have set them last.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    /// How long the server waits for an ack before redelivering.
+    ack_wait: Duration,
+    /// Deliveries the server makes of one message (0 or less: no limit).
+    max_deliver: i64,
+}
+
+/// One lane's share of a fetched batch.
+struct Part<I> {
+    items: Vec<I>,
+    messages: Vec<Message>,
+    settings: Settings,
+}
+
+/// A part held back until its lane is free, and when JetStream last heard of it.
+struct Waiting<I> {
+    part: Part<I>,
+    since: Instant,
+}
+
+impl<I> Waiting<I> {
+    /// When JetStream must next hear that the part is in progress: well before its ack wait ends.
+    fn progress_due(&self) -> Instant {
+        self.since + (self.part.settings.ack_wait / 3).max(Duration::from_millis(100))
+    }
+}
+
+/// Consumes `spec` in batches of up to `batch` messages, split over `lanes` lanes, until
+/// shutdown. The parts in hand are finished and acked first; a part still waiting for its lane is
+/// handed back to JetStream for another instance.
 pub async fn run<H: Handler>(
     platform: Arc<Platform>,
     spec: ConsumerSpec,
     batch: usize,
+    lanes: usize,
     handler: Arc<H>,
 ) {
     let token = platform.shutdown_token();
-    let name = platform.bus.namespace().name(spec.name);
+    let name: Arc<str> = platform.bus.namespace().name(spec.name).into();
+    let lanes = lanes.max(1);
+    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
+    let mut senders = Vec::with_capacity(lanes);
+    let mut workers = JoinSet::new();
+    for lane in 0..lanes {
+        // A part is sent only to an idle lane, so one place is enough.
+        let (sender, mut parts) = mpsc::channel::<Part<H::Item>>(1);
+        senders.push(sender);
+        let (platform, handler, name, idle) = (
+            platform.clone(),
+            handler.clone(),
+            name.clone(),
+            idle_tx.clone(),
+        );
+        workers.spawn(async move {
+            while let Some(part) = parts.recv().await {
+                Batches {
+                    platform: &platform,
+                    handler: &*handler,
+                    consumer: &name,
+                    settings: part.settings,
+                }
+                .process(part.items, part.messages)
+                .await;
+                let _ = idle.send(lane);
+            }
+        });
+    }
+    let mut busy = vec![false; lanes];
+    let mut waiting: Vec<Option<Waiting<H::Item>>> = (0..lanes).map(|_| None).collect();
+
     let mut delays = crate::retry::backoff();
     let mut consumer: Option<PullConsumer> = None;
-    while !token.is_cancelled() {
+    'pulling: while !token.is_cancelled() {
+        // The next batch is pulled only once every part of the last one is in its lane.
+        while waiting.iter().any(Option::is_some) {
+            let next_progress = waiting
+                .iter()
+                .flatten()
+                .map(Waiting::progress_due)
+                .min()
+                .unwrap_or_else(Instant::now);
+            tokio::select! {
+                () = token.cancelled() => break 'pulling,
+                Some(lane) = idle_rx.recv() => {
+                    busy[lane] = false;
+                    if let Some(w) = waiting[lane].take() {
+                        busy[lane] = true;
+                        let _ = senders[lane].send(w.part).await;
+                    }
+                }
+                () = tokio::time::sleep_until(next_progress) => {
+                    for w in waiting.iter_mut().flatten().filter(|w| w.progress_due() <= next_progress) {
+                        for message in &w.part.messages {
+                            let _ = message.ack_with(AckKind::Progress).await;
+                        }
+                        w.since = Instant::now();
+                    }
+                }
+            }
+        }
         let current = match &consumer {
             Some(c) => c.clone(),
             None => match platform.bus.consumer(&spec).await {
@@ -64,45 +165,85 @@ pub async fn run<H: Handler>(
                     tracing::debug!(consumer = %name, error = %e, "consumer not ready");
                     let delay = delays.next().unwrap_or(Duration::from_secs(1));
                     tokio::select! {
-                        () = token.cancelled() => return,
+                        () = token.cancelled() => break 'pulling,
                         () = tokio::time::sleep(delay) => continue,
                     }
                 }
             },
         };
         let fetched = tokio::select! {
-            () = token.cancelled() => return,
+            () = token.cancelled() => break 'pulling,
             fetched = fetch(&current, batch) => fetched,
         };
         match fetched {
             Ok(messages) if messages.is_empty() => {}
             Ok(messages) => {
                 delays = crate::retry::backoff();
-                // The durable's settings as the server reported them when this loop looked it up,
-                // not this instance's: during a rollout that changes them, another instance may
-                // have set them last.
-                let settings = &current.cached_info().config;
-                Batches {
+                let config = &current.cached_info().config;
+                let settings = Settings {
+                    ack_wait: config.ack_wait,
+                    max_deliver: config.max_deliver,
+                };
+                let batches = Batches {
                     platform: &platform,
                     handler: &*handler,
                     consumer: &name,
-                    ack_wait: settings.ack_wait,
-                    max_deliver: settings.max_deliver,
+                    settings,
+                };
+                let mut parts: Vec<Part<H::Item>> = (0..lanes)
+                    .map(|_| Part {
+                        items: Vec::new(),
+                        messages: Vec::new(),
+                        settings,
+                    })
+                    .collect();
+                for message in messages {
+                    match handler.parse(&message) {
+                        Ok(item) => {
+                            let part = &mut parts[(handler.lane(&item) % lanes as u64) as usize];
+                            part.items.push(item);
+                            part.messages.push(message);
+                        }
+                        Err(reason) => batches.dead_letter(&message, &reason).await,
+                    }
                 }
-                .handle(messages)
-                .await;
+                while let Ok(lane) = idle_rx.try_recv() {
+                    busy[lane] = false;
+                }
+                for (lane, part) in parts.into_iter().enumerate() {
+                    if part.items.is_empty() {
+                        continue;
+                    }
+                    if busy[lane] {
+                        waiting[lane] = Some(Waiting {
+                            part,
+                            since: Instant::now(),
+                        });
+                    } else {
+                        busy[lane] = true;
+                        let _ = senders[lane].send(part).await;
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(consumer = %name, error = %e, "fetching from JetStream failed");
                 consumer = None;
                 let delay = delays.next().unwrap_or(Duration::from_secs(1));
                 tokio::select! {
-                    () = token.cancelled() => return,
+                    () = token.cancelled() => break 'pulling,
                     () = tokio::time::sleep(delay) => {}
                 }
             }
         }
     }
+    // Shutting down: what waits goes back for another instance; the lanes finish what they hold.
+    for w in waiting.into_iter().flatten() {
+        for message in &w.part.messages {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+    drop(senders);
+    while workers.join_next().await.is_some() {}
 }
 
 /// Whatever has arrived, up to `batch` messages, waiting at most half a second for the first.
@@ -124,30 +265,10 @@ struct Batches<'a, H> {
     platform: &'a Platform,
     handler: &'a H,
     consumer: &'a str,
-    /// How long the server waits for an ack before redelivering.
-    ack_wait: Duration,
-    /// Deliveries the server makes of one message (0 or less: no limit).
-    max_deliver: i64,
+    settings: Settings,
 }
 
 impl<H: Handler> Batches<'_, H> {
-    async fn handle(&self, messages: Vec<Message>) {
-        let mut items = Vec::with_capacity(messages.len());
-        let mut good = Vec::with_capacity(messages.len());
-        for message in messages {
-            match self.handler.parse(&message) {
-                Ok(item) => {
-                    items.push(item);
-                    good.push(message);
-                }
-                Err(reason) => self.dead_letter(&message, &reason).await,
-            }
-        }
-        if !good.is_empty() {
-            self.process(items, good).await;
-        }
-    }
-
     async fn process(&self, items: Vec<H::Item>, messages: Vec<Message>) {
         let metrics = &self.platform.metrics;
         let token = self.platform.shutdown_token();
@@ -175,7 +296,7 @@ impl<H: Handler> Batches<'_, H> {
                 let delay = delays
                     .next()
                     .unwrap_or(Duration::from_secs(5))
-                    .min(self.ack_wait / 2);
+                    .min(self.settings.ack_wait / 2);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => continue,
                     () = token.cancelled() => {
@@ -197,7 +318,7 @@ impl<H: Handler> Batches<'_, H> {
             tracing::warn!(consumer = self.consumer, error = %error_text, "event failed; it will be redelivered");
             for message in messages {
                 let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-                if self.max_deliver > 0 && delivered >= self.max_deliver {
+                if self.settings.max_deliver > 0 && delivered >= self.settings.max_deliver {
                     self.dead_letter(&message, &error.to_string()).await;
                 } else {
                     let _ = message

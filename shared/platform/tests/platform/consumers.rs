@@ -21,7 +21,7 @@ const PART_OF_STREAM: ConsumerSpec = ConsumerSpec {
 };
 
 /// Whatever the consumer has for us, up to `max` messages.
-async fn fetch(consumer: &PullConsumer, max: usize) -> Vec<Message> {
+pub(crate) async fn fetch(consumer: &PullConsumer, max: usize) -> Vec<Message> {
     let mut fetched = consumer
         .fetch()
         .max_messages(max)

@@ -2,6 +2,7 @@
 
 mod consumers;
 mod database;
+mod lanes;
 mod long_lived;
 mod outbox;
 mod server;

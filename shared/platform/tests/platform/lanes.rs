@@ -1,0 +1,178 @@
+//! The consume loop's lanes against the real NATS: lanes commit at once, each in order, and a
+//! part waiting for its lane is kept alive on the server however long the lane is held.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_nats::jetstream::Message;
+use leadflow_events::{Namespace, Stream};
+use leadflow_platform::{
+    Platform,
+    bus::ConsumerSpec,
+    consume::{self, Handler},
+};
+use leadflow_testkit::{TestDb, drop_namespace, eventually, nats_url, unique_namespace};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config, consumers::fetch};
+
+const SPEC: ConsumerSpec = ConsumerSpec {
+    name: "lanes_engagement",
+    stream: Stream::Engagement,
+    filter: "engagement.>",
+};
+
+/// Items are `lane:seq`. Lane 0 fails as if the database were down while `hold` is set.
+#[derive(Default)]
+struct Recorder {
+    hold: Mutex<bool>,
+    /// Every attempt to process lane 0 while held.
+    held_attempts: Mutex<usize>,
+    /// What was committed: (lane, seq, delivery count).
+    committed: Mutex<Vec<(u64, u64, i64)>>,
+}
+
+impl Handler for Recorder {
+    type Item = (u64, u64, i64);
+    type Done = Vec<(u64, u64, i64)>;
+
+    fn parse(&self, message: &Message) -> Result<Self::Item, String> {
+        let text = std::str::from_utf8(&message.payload).map_err(|e| e.to_string())?;
+        let (lane, seq) = text.split_once(':').ok_or("no colon")?;
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        Ok((
+            lane.parse().map_err(|_| "lane")?,
+            seq.parse().map_err(|_| "seq")?,
+            delivered,
+        ))
+    }
+
+    fn lane(&self, item: &Self::Item) -> u64 {
+        item.0
+    }
+
+    async fn process(&self, _consumer: &str, items: &[Self::Item]) -> sqlx::Result<Self::Done> {
+        if items[0].0 == 0 && *self.hold.lock().expect("lock") {
+            *self.held_attempts.lock().expect("lock") += 1;
+            return Err(sqlx::Error::PoolTimedOut);
+        }
+        Ok(items.to_vec())
+    }
+
+    async fn committed(&self, done: Self::Done) {
+        self.committed.lock().expect("lock").extend(done);
+    }
+}
+
+async fn publish(platform: &Platform, ns: &Namespace, lane: u64, seq: u64) {
+    platform
+        .bus
+        .jetstream()
+        .publish(
+            ns.subject("engagement.page_view"),
+            format!("{lane}:{seq}").into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
+#[tokio::test]
+async fn lanes_commit_in_order_and_a_part_waiting_out_an_outage_is_not_redelivered() {
+    let db = TestDb::empty().await;
+    let namespace = unique_namespace();
+    let ns = Namespace::parse(&namespace).expect("namespace");
+    // A short ack wait, so that the outage below outlasts it several times over.
+    let cfg = config(&db.url, &nats_url(), &namespace, &["--nats-ack-wait", "1s"]);
+    let token = CancellationToken::new();
+    let platform = Platform::start("test", &cfg, vec![SPEC], token.clone())
+        .await
+        .expect("platform");
+    eventually(Duration::from_secs(10), "the durable", || async {
+        platform.bus.consumer(&SPEC).await.ok()
+    })
+    .await;
+    // The first batch is in the stream before the loop starts, so one fetch takes all of it.
+    for seq in 0..5 {
+        publish(&platform, &ns, 0, seq).await;
+        publish(&platform, &ns, 1, seq).await;
+    }
+    let recorder = Arc::new(Recorder::default());
+    *recorder.hold.lock().expect("lock") = true;
+    let running = tokio::spawn(consume::run(
+        platform.clone(),
+        SPEC,
+        10,
+        2,
+        recorder.clone(),
+    ));
+    // Lane 0's part is held by the outage; lane 1's commits.
+    eventually(Duration::from_secs(10), "lane 1's first part", || async {
+        (recorder.committed.lock().expect("lock").len() == 5).then_some(())
+    })
+    .await;
+    // The second batch: lane 1 takes its part at once; lane 0's (published last, so every
+    // message is fetched by then) waits for its lane.
+    for seq in 5..10 {
+        publish(&platform, &ns, 1, seq).await;
+    }
+    publish(&platform, &ns, 0, 5).await;
+    eventually(Duration::from_secs(10), "lane 1's second part", || async {
+        (recorder.committed.lock().expect("lock").len() == 10).then_some(())
+    })
+    .await;
+    assert!(
+        recorder
+            .committed
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|(lane, _, _)| *lane == 1),
+        "lane 0 is held; lane 1 went on without it"
+    );
+
+    // Three ack waits later, the server still counts every held message as in progress: another
+    // reader of the durable gets none of them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let observer = platform.bus.consumer(&SPEC).await.expect("consumer");
+    let redelivered = fetch(&observer, 10).await;
+    assert!(
+        redelivered.is_empty(),
+        "held messages were redelivered: {:?}",
+        redelivered
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect::<Vec<_>>()
+    );
+    assert!(*recorder.held_attempts.lock().expect("lock") >= 2);
+
+    // The database is back: lane 0 commits both parts, in order, each message once and on its
+    // first delivery.
+    *recorder.hold.lock().expect("lock") = false;
+    eventually(Duration::from_secs(10), "lane 0's parts", || async {
+        (recorder.committed.lock().expect("lock").len() == 16).then_some(())
+    })
+    .await;
+    let committed = recorder.committed.lock().expect("lock").clone();
+    let lane0: Vec<u64> = committed
+        .iter()
+        .filter(|(lane, _, _)| *lane == 0)
+        .map(|(_, seq, _)| *seq)
+        .collect();
+    assert_eq!(lane0, (0..6).collect::<Vec<_>>());
+    assert!(
+        committed.iter().all(|(_, _, delivered)| *delivered == 1),
+        "{committed:?}"
+    );
+
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the loop ends at shutdown")
+        .expect("no panic");
+    platform.close().await;
+    drop_namespace(&namespace).await;
+}
