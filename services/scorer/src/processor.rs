@@ -97,13 +97,10 @@ impl Processor {
                 })
             })
             .collect();
-        let existing: BTreeSet<Uuid> = sqlx::query_as::<_, (Uuid, bool)>(PRIMARY_KEY_LOOKUP)
-            .bind(&referenced)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .filter_map(|(id, live)| live.then_some(id))
-            .collect();
+        // Every lead the batch names, locked and read at once: whether it exists, and the facts
+        // its score needs.
+        let facts = lock_and_read(&mut tx, &referenced).await?;
+        let existing: BTreeSet<Uuid> = facts.iter().filter(|f| f.live).map(|f| f.id).collect();
 
         // Identity stitching first, so the rest of the batch already counts for the lead.
         let mut identities = identities;
@@ -198,10 +195,16 @@ impl Processor {
             touched.insert(lead, Some(event.id));
         }
         let targets: Vec<(Uuid, Option<Uuid>)> = touched.into_iter().collect();
-        lock_leads(&mut tx, &targets).await?;
         let folded = fold_many(&mut tx, &per_lead, &self.config).await?;
-        outcome.rescored =
-            rescore_many(&mut tx, &targets, folded, Record::OnChange, &self.config).await?;
+        outcome.rescored = rescore_many(
+            &mut tx,
+            &targets,
+            facts,
+            folded,
+            Record::OnChange,
+            &self.config,
+        )
+        .await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -217,25 +220,30 @@ impl Processor {
     }
 }
 
-/// Deleted leads are filtered by the caller, not in SQL: with `deleted_at is null` in the query the
-/// planner may pick one of the partial score indexes and scan all of it, which it did at 70 ms a
-/// batch while statistics lagged behind a bulk load.
-const PRIMARY_KEY_LOOKUP: &str = "select id, deleted_at is null from leads where id = any($1)";
-
 /// The event type an identify call publishes: it ties `anonymous_id` to `lead_id`.
 pub const IDENTIFY: &str = "engagement.identify";
 
-/// Locks every lead the batch will change, all at once and in id order, before anything else
-/// writes to them, so concurrent batches touching the same leads take turns instead of
-/// deadlocking. `no key update`, not `update`: the foreign keys of rows a batch inserts hold `key
-/// share` locks on its leads, which `for update` in another batch would wait on.
-async fn lock_leads(conn: &mut PgConnection, targets: &[(Uuid, Option<Uuid>)]) -> sqlx::Result<()> {
-    let leads: Vec<Uuid> = targets.iter().map(|(lead, _)| *lead).collect();
-    sqlx::query("select id from leads where id = any($1) order by id for no key update")
-        .bind(&leads)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Locks the leads, all at once and in id order, and reads what scoring them needs. A batch calls
+/// it before it writes anything, so concurrent batches touching the same leads take turns instead
+/// of deadlocking, and what it reads is what the batch that held the lock last committed. `no key
+/// update`, not `update`: the foreign keys of rows a batch inserts hold `key share` locks on its
+/// leads, which `for update` in another batch would wait on.
+///
+/// Deleted leads are returned (`live` false) and filtered by the caller, not in SQL: with
+/// `deleted_at is null` in the query the planner may pick one of the partial score indexes and
+/// scan all of it, which it did at 70 ms a batch while statistics lagged behind a bulk load.
+async fn lock_and_read(conn: &mut PgConnection, leads: &[Uuid]) -> sqlx::Result<Vec<LeadFacts>> {
+    if leads.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "select id, email, phone, company, budget::float8 as budget, interest, timeline, repeat_customer, last_activity_at,
+                owner_id, score::int4 as score, tier, confidence, deleted_at is null as live
+         from leads where id = any($1) order by id for no key update",
+    )
+    .bind(leads)
+    .fetch_all(conn)
+    .await
 }
 
 /// One signal seen `n` times at a moment.
@@ -341,7 +349,7 @@ async fn insert_events(
 }
 
 /// Folds each lead's events into its running signals with one upsert for the whole batch; the
-/// caller has locked the leads (see [`lock_leads`]). Returns each lead's newest activity, for [`rescore_many`] to record.
+/// caller has locked the leads (see [`lock_and_read`]). Returns each lead's newest activity, for [`rescore_many`] to record.
 async fn fold_many(
     conn: &mut PgConnection,
     per_lead: &BTreeMap<Uuid, Vec<Unit>>,
@@ -493,10 +501,11 @@ pub async fn rescore(
 ) -> sqlx::Result<Score> {
     // Like a batch, wait for any batch changing this lead: reading its signals before that batch
     // commits would record a score older than the one the batch is about to write.
-    lock_leads(conn, &[(lead, trigger)]).await?;
+    let facts = lock_and_read(conn, &[lead]).await?;
     let mut scored = rescore_many(
         conn,
         &[(lead, trigger)],
+        facts,
         Folded::default(),
         Record::Always,
         config,
@@ -510,10 +519,12 @@ pub async fn rescore(
 
 /// Scores the leads now and records, with a handful of statements for the whole set: history rows
 /// (once per trigger event, as `record` says), insights, and `scores.updated` events, then one
-/// update of each lead with its current score and its newest `activity`.
-pub async fn rescore_many(
+/// update of each lead with its current score and its newest `activity`. `facts` are the leads as
+/// [`lock_and_read`] found them (it may hold more leads than `targets`).
+async fn rescore_many(
     conn: &mut PgConnection,
     targets: &[(Uuid, Option<Uuid>)],
+    facts: Vec<LeadFacts>,
     folded: Folded,
     record: Record,
     config: &Config,
@@ -521,24 +532,19 @@ pub async fn rescore_many(
     if targets.is_empty() {
         return Ok(Vec::new());
     }
-    let leads: Vec<Uuid> = targets.iter().map(|(lead, _)| *lead).collect();
-    let mut facts: Vec<LeadFacts> = sqlx::query_as(
-        "select id, email, phone, company, budget::float8 as budget, interest, timeline, repeat_customer, last_activity_at,
-                owner_id, score::int4 as score, tier, confidence, deleted_at is null as live
-         from leads where id = any($1)", // deleted ones filtered here: see PRIMARY_KEY_LOOKUP
-    )
-    .bind(&leads)
-    .fetch_all(&mut *conn)
-    .await?;
-    facts.retain(|f| f.live);
+    let triggers: HashMap<Uuid, Option<Uuid>> = targets.iter().copied().collect();
+    let facts: Vec<LeadFacts> = facts
+        .into_iter()
+        .filter(|f| f.live && triggers.contains_key(&f.id))
+        .collect();
     let Folded {
         activity,
         mut signals,
     } = folded;
-    let unfolded: Vec<Uuid> = leads
+    let unfolded: Vec<Uuid> = facts
         .iter()
-        .filter(|id| !signals.contains_key(*id))
-        .copied()
+        .map(|f| f.id)
+        .filter(|id| !signals.contains_key(id))
         .collect();
     if !unfolded.is_empty() {
         signals.extend(load_signals(conn, &unfolded).await?);
@@ -548,7 +554,6 @@ pub async fn rescore_many(
     )
     .fetch_all(&mut *conn)
     .await?;
-    let triggers: HashMap<Uuid, Option<Uuid>> = targets.iter().copied().collect();
     let now = OffsetDateTime::now_utc();
 
     let mut scored: Vec<(LeadFacts, Option<Uuid>, Score)> = Vec::with_capacity(facts.len());

@@ -9,17 +9,23 @@
 //!   redelivered, and dead-lettered after `NATS_MAX_DELIVER` attempts.
 //!
 //! A batch is split into lanes ([`Handler::lane`]) that commit at once, each in the order its
-//! parts arrived, and the next batch is pulled while they work: neither PostgreSQL nor the lanes
-//! wait for a fetch, or for the slowest lane of the last batch. At most one batch is pulled ahead.
-//! A part whose lane is still busy waits in the loop, which tells JetStream it is in progress, so
-//! its ack wait never runs out however long the lane's own batch takes (a database outage).
+//! parts arrived. A lane that finishes does not wait for the others: the loop fetches as soon as a
+//! lane has nothing to do, and what the fetch brings for busy lanes waits for them. While every
+//! lane is busy nothing is fetched, so events gather in the stream and batches grow with the load.
+//! A waiting part is reported in progress to JetStream, so its ack wait never runs out however
+//! long its lane's own batch takes (a database outage).
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use futures::StreamExt as _;
+use futures::future::OptionFuture;
 use leadflow_events::subjects;
-use tokio::{sync::mpsc, task::JoinSet, time::Instant};
+use tokio::{
+    sync::mpsc,
+    task::{JoinHandle, JoinSet},
+    time::Instant,
+};
 
 use crate::{Platform, bus::ConsumerSpec, db};
 
@@ -59,6 +65,16 @@ struct Settings {
     ack_wait: Duration,
     /// Deliveries the server makes of one message (0 or less: no limit).
     max_deliver: i64,
+}
+
+impl Settings {
+    fn of(consumer: &PullConsumer) -> Settings {
+        let config = &consumer.cached_info().config;
+        Settings {
+            ack_wait: config.ack_wait,
+            max_deliver: config.max_deliver,
+        }
+    }
 }
 
 /// One lane's share of a fetched batch.
@@ -121,144 +137,206 @@ pub async fn run<H: Handler>(
             }
         });
     }
-    let mut busy = vec![false; lanes];
-    let mut waiting: Vec<Option<Waiting<H::Item>>> = (0..lanes).map(|_| None).collect();
+    let mut lanes = Lanes {
+        senders,
+        busy: vec![false; lanes],
+        waiting: (0..lanes).map(|_| None).collect(),
+    };
 
     let mut delays = crate::retry::backoff();
     let mut consumer: Option<PullConsumer> = None;
-    'pulling: while !token.is_cancelled() {
-        // The next batch is pulled only once every part of the last one is in its lane.
-        while waiting.iter().any(Option::is_some) {
-            let next_progress = waiting
-                .iter()
-                .flatten()
-                .map(Waiting::progress_due)
-                .min()
-                .unwrap_or_else(Instant::now);
-            tokio::select! {
-                () = token.cancelled() => break 'pulling,
-                Some(lane) = idle_rx.recv() => {
-                    busy[lane] = false;
-                    if let Some(w) = waiting[lane].take() {
-                        busy[lane] = true;
-                        let _ = senders[lane].send(w.part).await;
+    // The fetch runs as a task of its own, so that lanes going idle are served while it waits.
+    let mut fetching: Option<JoinHandle<Fetched>> = None;
+    let mut next_fetch = Instant::now();
+    loop {
+        // Fetch only for a lane with nothing to do, and only once nothing waits for a lane
+        // beyond a batch: while every lane is busy, events gather in the stream and the next
+        // fetch takes them together, so batches grow with the load.
+        if fetching.is_none() && Instant::now() >= next_fetch && lanes.wants_more(batch) {
+            if consumer.is_none() {
+                match platform.bus.consumer(&spec).await {
+                    Ok(c) => consumer = Some(c),
+                    Err(e) => {
+                        tracing::debug!(consumer = %name, error = %e, "consumer not ready");
+                        next_fetch =
+                            Instant::now() + delays.next().unwrap_or(Duration::from_secs(1));
                     }
                 }
-                () = tokio::time::sleep_until(next_progress) => {
-                    for w in waiting.iter_mut().flatten().filter(|w| w.progress_due() <= next_progress) {
-                        for message in &w.part.messages {
-                            let _ = message.ack_with(AckKind::Progress).await;
-                        }
-                        w.since = Instant::now();
-                    }
-                }
+            }
+            if let Some(current) = &consumer {
+                fetching = Some(tokio::spawn(fetch(current.clone(), batch)));
             }
         }
-        let current = match &consumer {
-            Some(c) => c.clone(),
-            None => match platform.bus.consumer(&spec).await {
-                Ok(c) => {
-                    consumer = Some(c.clone());
-                    c
-                }
-                Err(e) => {
-                    tracing::debug!(consumer = %name, error = %e, "consumer not ready");
-                    let delay = delays.next().unwrap_or(Duration::from_secs(1));
-                    tokio::select! {
-                        () = token.cancelled() => break 'pulling,
-                        () = tokio::time::sleep(delay) => continue,
-                    }
-                }
-            },
-        };
-        let fetched = tokio::select! {
-            () = token.cancelled() => break 'pulling,
-            fetched = fetch(&current, batch) => fetched,
-        };
-        match fetched {
-            Ok(messages) if messages.is_empty() => {}
-            Ok(messages) => {
-                delays = crate::retry::backoff();
-                let config = &current.cached_info().config;
-                let settings = Settings {
-                    ack_wait: config.ack_wait,
-                    max_deliver: config.max_deliver,
-                };
-                let batches = Batches {
-                    platform: &platform,
-                    handler: &*handler,
-                    consumer: &name,
-                    settings,
-                };
-                let mut parts: Vec<Part<H::Item>> = (0..lanes)
-                    .map(|_| Part {
-                        items: Vec::new(),
-                        messages: Vec::new(),
-                        settings,
-                    })
-                    .collect();
-                for message in messages {
-                    match handler.parse(&message) {
-                        Ok(item) => {
-                            let part = &mut parts[(handler.lane(&item) % lanes as u64) as usize];
-                            part.items.push(item);
-                            part.messages.push(message);
+        // Wake for a waiting part's progress, or for the end of a fetch's back-off.
+        let retry = (fetching.is_none() && next_fetch > Instant::now() && lanes.wants_more(batch))
+            .then_some(next_fetch);
+        let wake = lanes.next_progress().into_iter().chain(retry).min();
+        tokio::select! {
+            () = token.cancelled() => break,
+            Some(lane) = idle_rx.recv() => lanes.idle(lane).await,
+            Some(joined) = OptionFuture::from(fetching.as_mut()), if fetching.is_some() => {
+                fetching = None;
+                match joined {
+                    Ok((current, Ok(messages))) => {
+                        if !messages.is_empty() {
+                            delays = crate::retry::backoff();
                         }
-                        Err(reason) => batches.dead_letter(&message, &reason).await,
+                        while let Ok(lane) = idle_rx.try_recv() {
+                            lanes.idle(lane).await;
+                        }
+                        let settings = Settings::of(&current);
+                        let batches = Batches {
+                            platform: &platform,
+                            handler: &*handler,
+                            consumer: &name,
+                            settings,
+                        };
+                        for message in messages {
+                            match handler.parse(&message) {
+                                Ok(item) => {
+                                    let lane = handler.lane(&item);
+                                    lanes.take(lane, item, message, settings);
+                                }
+                                Err(reason) => batches.dead_letter(&message, &reason).await,
+                            }
+                        }
+                        lanes.dispatch_idle().await;
                     }
-                }
-                while let Ok(lane) = idle_rx.try_recv() {
-                    busy[lane] = false;
-                }
-                for (lane, part) in parts.into_iter().enumerate() {
-                    if part.items.is_empty() {
-                        continue;
+                    Ok((_, Err(e))) => {
+                        tracing::warn!(consumer = %name, error = %e, "fetching from JetStream failed");
+                        consumer = None;
+                        next_fetch =
+                            Instant::now() + delays.next().unwrap_or(Duration::from_secs(1));
                     }
-                    if busy[lane] {
-                        waiting[lane] = Some(Waiting {
-                            part,
-                            since: Instant::now(),
-                        });
-                    } else {
-                        busy[lane] = true;
-                        let _ = senders[lane].send(part).await;
+                    Err(e) => {
+                        tracing::error!(consumer = %name, error = %e, "the fetch task failed");
+                        next_fetch =
+                            Instant::now() + delays.next().unwrap_or(Duration::from_secs(1));
                     }
                 }
             }
-            Err(e) => {
-                tracing::warn!(consumer = %name, error = %e, "fetching from JetStream failed");
-                consumer = None;
-                let delay = delays.next().unwrap_or(Duration::from_secs(1));
-                tokio::select! {
-                    () = token.cancelled() => break 'pulling,
-                    () = tokio::time::sleep(delay) => {}
-                }
+            () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                lanes.keep_in_progress().await;
             }
         }
     }
-    // Shutting down: what waits goes back for another instance; the lanes finish what they hold.
-    for w in waiting.into_iter().flatten() {
-        for message in &w.part.messages {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
-        }
+    // Shutting down: what was fetched but not started goes back for another instance; the lanes
+    // finish what they hold.
+    if let Some(Ok((_, Ok(messages)))) = OptionFuture::from(fetching).await {
+        nak(&messages).await;
     }
-    drop(senders);
+    for w in lanes.waiting.drain(..).flatten() {
+        nak(&w.part.messages).await;
+    }
+    drop(lanes);
     while workers.join_next().await.is_some() {}
 }
 
-/// Whatever has arrived, up to `batch` messages, waiting at most half a second for the first.
-async fn fetch(consumer: &PullConsumer, batch: usize) -> Result<Vec<Message>, async_nats::Error> {
-    let mut pulled = consumer
-        .fetch()
-        .max_messages(batch)
-        .expires(Duration::from_millis(500))
-        .messages()
-        .await?;
-    let mut messages = Vec::new();
-    while let Some(message) = pulled.next().await {
-        messages.push(message?);
+type Fetched = (PullConsumer, Result<Vec<Message>, async_nats::Error>);
+
+async fn nak(messages: &[Message]) {
+    for message in messages {
+        let _ = message.ack_with(AckKind::Nak(None)).await;
     }
-    Ok(messages)
+}
+
+/// The lanes as the loop sees them: which are busy, and what waits for each.
+struct Lanes<I> {
+    senders: Vec<mpsc::Sender<Part<I>>>,
+    busy: Vec<bool>,
+    waiting: Vec<Option<Waiting<I>>>,
+}
+
+impl<I: Send + 'static> Lanes<I> {
+    /// Whether a fetch would feed a lane with nothing to do, without piling up more than a batch
+    /// for any busy one.
+    fn wants_more(&self, batch: usize) -> bool {
+        let idle_and_empty =
+            (0..self.busy.len()).any(|l| !self.busy[l] && self.waiting[l].is_none());
+        let piled_up = self
+            .waiting
+            .iter()
+            .flatten()
+            .any(|w| w.part.messages.len() >= batch);
+        idle_and_empty && !piled_up
+    }
+
+    /// Adds a fetched item to its lane's waiting part.
+    fn take(&mut self, key: u64, item: I, message: Message, settings: Settings) {
+        let lane = (key % self.busy.len() as u64) as usize;
+        let waiting = self.waiting[lane].get_or_insert_with(|| Waiting {
+            part: Part {
+                items: Vec::new(),
+                messages: Vec::new(),
+                settings,
+            },
+            since: Instant::now(),
+        });
+        waiting.part.items.push(item);
+        waiting.part.messages.push(message);
+    }
+
+    async fn idle(&mut self, lane: usize) {
+        self.busy[lane] = false;
+        self.dispatch(lane).await;
+    }
+
+    async fn dispatch_idle(&mut self) {
+        for lane in 0..self.busy.len() {
+            if !self.busy[lane] {
+                self.dispatch(lane).await;
+            }
+        }
+    }
+
+    /// Hands an idle lane what waits for it.
+    async fn dispatch(&mut self, lane: usize) {
+        if let Some(w) = self.waiting[lane].take() {
+            self.busy[lane] = true;
+            let _ = self.senders[lane].send(w.part).await;
+        }
+    }
+
+    /// When JetStream must next hear about a waiting part, if any waits.
+    fn next_progress(&self) -> Option<Instant> {
+        self.waiting
+            .iter()
+            .flatten()
+            .map(Waiting::progress_due)
+            .min()
+    }
+
+    /// Tells JetStream that the waiting parts that are due are still in progress.
+    async fn keep_in_progress(&mut self) {
+        let now = Instant::now();
+        for w in self.waiting.iter_mut().flatten() {
+            if w.progress_due() <= now {
+                for message in &w.part.messages {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+                w.since = Instant::now();
+            }
+        }
+    }
+}
+
+/// Whatever has arrived, up to `batch` messages, waiting at most half a second for the first.
+async fn fetch(consumer: PullConsumer, batch: usize) -> Fetched {
+    let fetched = async {
+        let mut pulled = consumer
+            .fetch()
+            .max_messages(batch)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await?;
+        let mut messages = Vec::new();
+        while let Some(message) = pulled.next().await {
+            messages.push(message?);
+        }
+        Ok(messages)
+    }
+    .await;
+    (consumer, fetched)
 }
 
 struct Batches<'a, H> {
