@@ -6,7 +6,7 @@ use leadflow_platform::{
     config::DatabaseUrl,
     db,
     metrics::Metrics,
-    outbox::{OutboxRelay, RelayConfig, enqueue},
+    outbox::{self, OutboxRelay, RelayConfig, enqueue},
 };
 use leadflow_testkit::{TcpProxy, TestDb, drop_namespace, eventually, nats_url, unique_namespace};
 use tokio_util::sync::CancellationToken;
@@ -226,6 +226,70 @@ async fn a_row_jetstream_refuses_waits_with_its_own_back_off_and_does_not_hold_u
     assert_eq!(attempts, 1);
     assert!(waiting, "it waits before its next attempt");
     assert_eq!(relay.relay_once().await.expect("nothing due"), 0);
+    drop_namespace(&namespace).await;
+}
+
+/// A scorer batch's events share rows (`enqueue_many`): each is still its own message, with its
+/// own id, and of a row JetStream refuses, what it refused is kept and counted as pending.
+#[tokio::test]
+async fn events_enqueued_together_are_published_one_by_one_and_refused_ones_are_kept() {
+    let test_db = TestDb::empty().await;
+    let pool = migrated_pool(&test_db).await;
+    let namespace = unique_namespace();
+    let relay_bus = bus(&nats_url(), &namespace).await;
+    relay_bus.ensure_topology(&[]).await.expect("streams");
+    eventually(Duration::from_secs(5), "NATS connected", || async {
+        (relay_bus.state() == leadflow_platform::bus::NatsState::Connected).then_some(())
+    })
+    .await;
+
+    let envelope = |subject: &str| {
+        Envelope::new(subject, "test")
+            .expect("valid")
+            .with_lead(Uuid::now_v7())
+    };
+    let scores: Vec<Envelope> = (0..150).map(|_| envelope("scores.updated")).collect();
+    // No stream captures this subject, so JetStream refuses these.
+    let orphans: Vec<Envelope> = (0..3).map(|_| envelope("orphans.created")).collect();
+    let mut tx = pool.begin().await.expect("begin");
+    let together: Vec<Envelope> = scores.iter().chain(&orphans).cloned().collect();
+    outbox::enqueue_many(&mut tx, &together)
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    assert_eq!(outbox_rows(&pool).await, 3, "150 in two rows, 3 in one");
+
+    let relay = relay(&pool, relay_bus, 200);
+    assert_eq!(relay.pending().await.expect("pending"), 153);
+    let mut delivered = 0;
+    while delivered < 150 {
+        let n = relay.relay_once().await.expect("progress");
+        assert!(n > 0, "stuck at {delivered}");
+        delivered += n;
+    }
+    assert_eq!(delivered, 150);
+    let stored = stored_messages(&namespace).await;
+    assert_eq!(stored.len(), 150);
+    for (msg_id, id) in &stored {
+        assert_eq!(msg_id, &id.to_string(), "Nats-Msg-Id is the envelope id");
+    }
+    let stored_ids: HashSet<Uuid> = stored.iter().map(|(_, id)| *id).collect();
+    assert_eq!(stored_ids, scores.iter().map(|e| e.id).collect());
+
+    let (attempts, kept): (i32, serde_json::Value) =
+        sqlx::query_as("select attempts, payload from outbox")
+            .fetch_one(&pool)
+            .await
+            .expect("the refused row is kept");
+    assert_eq!(attempts, 1);
+    let kept: HashSet<String> = kept
+        .as_array()
+        .expect("still an array")
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(kept, orphans.iter().map(|e| e.id.to_string()).collect());
+    assert_eq!(relay.pending().await.expect("pending"), 3);
     drop_namespace(&namespace).await;
 }
 
