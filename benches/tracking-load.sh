@@ -7,7 +7,7 @@
 #                                             # each flat out and then paced at RATE events/s
 #   DURATION=30s CONNECTIONS=32 RATE=5000 benches/tracking-load.sh
 #   PACED_CONNECTIONS=32 benches/tracking-load.sh  # connections of the paced runs (default 16)
-#   KEEP=1 benches/tracking-load.sh          # keep the database leadflow_track_bench afterwards
+#   KEEP=1 benches/tracking-load.sh          # keep the database leadflow_track_bench and the streams afterwards
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,16 +24,20 @@ export GATEWAY_ADDR=127.0.0.1:18180 SCORER_ADDR=127.0.0.1:18181 NOTIFIER_ADDR=12
 G=http://$GATEWAY_ADDR S=http://$SCORER_ADDR
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-cargo build --release --locked -p leadflow --bins >&2
+cargo build --release --locked -p leadflow --bins --example drop_streams >&2
 work=$(mktemp -d)
 cleanup() {
   [ -n "${up_pid:-}" ] && kill "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null || true
-  [ -n "${KEEP:-}" ] || psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
+  if [ -z "${KEEP:-}" ]; then
+    psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
+    target/release/examples/drop_streams "$LEADFLOW_NAMESPACE"
+  fi
   rm -rf "$work"
 }
-# The `trackbench` namespace's streams stay on the NATS server between runs (7-day retention);
-# its durable consumers simply continue from where the last run acked.
 trap cleanup EXIT
+# Each run starts from empty streams: millions of messages left by earlier runs (7-day retention)
+# slowed later runs down.
+target/release/examples/drop_streams "$LEADFLOW_NAMESPACE"
 
 psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
 target/release/leadflow migrate >/dev/null
