@@ -25,6 +25,17 @@ async fn bus(nats: &str, namespace: &str) -> Arc<Bus> {
     Arc::new(Bus::connect(&cfg.nats, "test").await.expect("client"))
 }
 
+/// A bus on the namespace's streams, once it is connected (the relay skips its round until then).
+async fn connected_bus(namespace: &str) -> Arc<Bus> {
+    let bus = bus(&nats_url(), namespace).await;
+    bus.ensure_topology(&[]).await.expect("streams");
+    eventually(Duration::from_secs(5), "NATS connected", || async {
+        (bus.state() == leadflow_platform::bus::NatsState::Connected).then_some(())
+    })
+    .await;
+    bus
+}
+
 async fn enqueue_many(pool: &sqlx::PgPool, n: usize) -> HashSet<Uuid> {
     let mut tx = pool.begin().await.expect("begin");
     let mut ids = HashSet::new();
@@ -190,12 +201,7 @@ async fn a_row_jetstream_refuses_waits_with_its_own_back_off_and_does_not_hold_u
     let test_db = TestDb::empty().await;
     let pool = migrated_pool(&test_db).await;
     let namespace = unique_namespace();
-    let relay_bus = bus(&nats_url(), &namespace).await;
-    relay_bus.ensure_topology(&[]).await.expect("streams");
-    eventually(Duration::from_secs(5), "NATS connected", || async {
-        (relay_bus.state() == leadflow_platform::bus::NatsState::Connected).then_some(())
-    })
-    .await;
+    let relay_bus = connected_bus(&namespace).await;
 
     // No stream captures this subject, so JetStream has no one to answer the publish.
     let orphan = Envelope::new("orphans.created", "test").expect("valid");
@@ -236,12 +242,7 @@ async fn events_enqueued_together_are_published_one_by_one_and_refused_ones_are_
     let test_db = TestDb::empty().await;
     let pool = migrated_pool(&test_db).await;
     let namespace = unique_namespace();
-    let relay_bus = bus(&nats_url(), &namespace).await;
-    relay_bus.ensure_topology(&[]).await.expect("streams");
-    eventually(Duration::from_secs(5), "NATS connected", || async {
-        (relay_bus.state() == leadflow_platform::bus::NatsState::Connected).then_some(())
-    })
-    .await;
+    let relay_bus = connected_bus(&namespace).await;
 
     let envelope = |subject: &str| {
         Envelope::new(subject, "test")
