@@ -19,7 +19,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use futures::StreamExt as _;
-use futures::future::OptionFuture;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt as _, future::OptionFuture};
 use leadflow_events::subjects;
 use tokio::{
     sync::mpsc,
@@ -125,14 +127,19 @@ pub async fn run<H: Handler>(
         );
         workers.spawn(async move {
             while let Some(part) = parts.recv().await {
-                Batches {
+                let batches = Batches {
                     platform: &platform,
                     handler: &*handler,
                     consumer: &name,
                     settings: part.settings,
+                };
+                let processed = batches.process(part.items, part.messages);
+                // A panic must not leave the lane busy for good: the loop would keep what waits
+                // for it in progress, away from every other instance, and stop fetching. The
+                // part's messages, never acked, come back after their ack wait.
+                if AssertUnwindSafe(processed).catch_unwind().await.is_err() {
+                    tracing::error!(consumer = %name, lane, "processing a batch panicked; its events will be redelivered");
                 }
-                .process(part.items, part.messages)
-                .await;
                 let _ = idle.send(lane);
             }
         });
@@ -164,7 +171,9 @@ pub async fn run<H: Handler>(
                 }
             }
             if let Some(current) = &consumer {
-                fetching = Some(tokio::spawn(fetch(current.clone(), batch)));
+                // No part may grow past a batch while it waits.
+                let room = batch - lanes.longest_wait();
+                fetching = Some(tokio::spawn(fetch(current.clone(), room)));
             }
         }
         // Wake for a waiting part's progress, or for the end of a fetch's back-off.
@@ -177,7 +186,7 @@ pub async fn run<H: Handler>(
             Some(joined) = OptionFuture::from(fetching.as_mut()), if fetching.is_some() => {
                 fetching = None;
                 match joined {
-                    Ok((current, Ok(messages))) => {
+                    Ok(Fetched { consumer: current, asked, result: Ok(messages) }) => {
                         if !messages.is_empty() {
                             delays = crate::retry::backoff();
                         }
@@ -195,14 +204,14 @@ pub async fn run<H: Handler>(
                             match handler.parse(&message) {
                                 Ok(item) => {
                                     let lane = handler.lane(&item);
-                                    lanes.take(lane, item, message, settings);
+                                    lanes.take(lane, item, message, settings, asked);
                                 }
                                 Err(reason) => batches.dead_letter(&message, &reason).await,
                             }
                         }
                         lanes.dispatch_idle().await;
                     }
-                    Ok((_, Err(e))) => {
+                    Ok(Fetched { result: Err(e), .. }) => {
                         tracing::warn!(consumer = %name, error = %e, "fetching from JetStream failed");
                         consumer = None;
                         next_fetch =
@@ -220,19 +229,31 @@ pub async fn run<H: Handler>(
             }
         }
     }
-    // Shutting down: what was fetched but not started goes back for another instance; the lanes
-    // finish what they hold.
-    if let Some(Ok((_, Ok(messages)))) = OptionFuture::from(fetching).await {
-        nak(&messages).await;
-    }
-    for w in lanes.waiting.drain(..).flatten() {
+    // Shutting down: the lanes finish what they hold; what was fetched but not started goes back
+    // for another instance, oldest first, since JetStream redelivers in the order it is handed
+    // back.
+    let Lanes {
+        senders, waiting, ..
+    } = lanes;
+    drop(senders);
+    while workers.join_next().await.is_some() {}
+    for w in waiting.into_iter().flatten() {
         nak(&w.part.messages).await;
     }
-    drop(lanes);
-    while workers.join_next().await.is_some() {}
+    if let Some(Ok(fetched)) = OptionFuture::from(fetching).await
+        && let Ok(messages) = fetched.result
+    {
+        nak(&messages).await;
+    }
 }
 
-type Fetched = (PullConsumer, Result<Vec<Message>, async_nats::Error>);
+/// What a fetch brought, from which consumer, and when it asked: the messages' ack waits started
+/// no earlier.
+struct Fetched {
+    consumer: PullConsumer,
+    asked: Instant,
+    result: Result<Vec<Message>, async_nats::Error>,
+}
 
 async fn nak(messages: &[Message]) {
     for message in messages {
@@ -262,7 +283,7 @@ impl<I: Send + 'static> Lanes<I> {
     }
 
     /// Adds a fetched item to its lane's waiting part.
-    fn take(&mut self, key: u64, item: I, message: Message, settings: Settings) {
+    fn take(&mut self, key: u64, item: I, message: Message, settings: Settings, asked: Instant) {
         let lane = (key % self.busy.len() as u64) as usize;
         let waiting = self.waiting[lane].get_or_insert_with(|| Waiting {
             part: Part {
@@ -270,7 +291,7 @@ impl<I: Send + 'static> Lanes<I> {
                 messages: Vec::new(),
                 settings,
             },
-            since: Instant::now(),
+            since: asked,
         });
         waiting.part.items.push(item);
         waiting.part.messages.push(message);
@@ -295,6 +316,16 @@ impl<I: Send + 'static> Lanes<I> {
             self.busy[lane] = true;
             let _ = self.senders[lane].send(w.part).await;
         }
+    }
+
+    /// Messages in the fullest waiting part.
+    fn longest_wait(&self) -> usize {
+        self.waiting
+            .iter()
+            .flatten()
+            .map(|w| w.part.messages.len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// When JetStream must next hear about a waiting part, if any waits.
@@ -322,7 +353,8 @@ impl<I: Send + 'static> Lanes<I> {
 
 /// Whatever has arrived, up to `batch` messages, waiting at most half a second for the first.
 async fn fetch(consumer: PullConsumer, batch: usize) -> Fetched {
-    let fetched = async {
+    let asked = Instant::now();
+    let result = async {
         let mut pulled = consumer
             .fetch()
             .max_messages(batch)
@@ -336,7 +368,11 @@ async fn fetch(consumer: PullConsumer, batch: usize) -> Fetched {
         Ok(messages)
     }
     .await;
-    (consumer, fetched)
+    Fetched {
+        consumer,
+        asked,
+        result,
+    }
 }
 
 struct Batches<'a, H> {

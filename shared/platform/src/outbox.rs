@@ -43,7 +43,8 @@ pub async fn enqueue_many(conn: &mut PgConnection, events: &[Envelope]) -> sqlx:
     for event in events {
         by_subject.entry(&event.kind).or_default().push(event);
     }
-    let (mut ids, mut subjects, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut subjects, mut payloads, mut counts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (subject, events) in by_subject {
         for chunk in events.chunks(EVENTS_PER_ROW) {
             let envelopes = chunk
@@ -54,18 +55,20 @@ pub async fn enqueue_many(conn: &mut PgConnection, events: &[Envelope]) -> sqlx:
             ids.push(Uuid::now_v7());
             subjects.push(subject);
             payloads.push(serde_json::Value::Array(envelopes));
+            counts.push(chunk.len() as i32);
         }
     }
     if ids.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "insert into outbox (id, subject, payload)
-         select * from unnest($1::uuid[], $2::text[], $3::jsonb[])",
+        "insert into outbox (id, subject, payload, events)
+         select * from unnest($1::uuid[], $2::text[], $3::jsonb[], $4::int4[])",
     )
     .bind(&ids)
     .bind(&subjects)
     .bind(&payloads)
+    .bind(&counts)
     .execute(conn)
     .await?;
     Ok(())
@@ -105,6 +108,15 @@ pub enum RelayError {
         total: usize,
         first_error: String,
     },
+}
+
+/// What one relay round did.
+#[derive(Debug, Default)]
+struct Round {
+    /// Events delivered.
+    events: usize,
+    /// Rows deleted or rewritten: the dead versions left for vacuum.
+    dead_rows: usize,
 }
 
 /// Deleted rows after which a relay vacuums the outbox itself (see [`OutboxRelay::vacuum`]).
@@ -149,45 +161,63 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes one batch of due rows. Rows stay locked (`FOR UPDATE SKIP LOCKED`) until their
-    /// acks are in, so several relays (several gateways) share the work without publishing a row
+    /// Publishes one batch of due rows, about `batch_size` events. Rows stay locked (`FOR UPDATE
+    /// SKIP LOCKED`, only the rows chosen) until their acks are in, so several relays (several gateways) share the work without publishing a row
     /// twice at once. The batch is sent at once and its acks awaited together, so a stalled
     /// JetStream costs one ack timeout per batch, not one per row. A row JetStream refuses is
     /// retried later with its own back-off and never holds up the others; of a row of many events,
     /// only the refused ones are. Returns how many events were delivered.
     #[tracing::instrument(name = "outbox.relay_once", skip_all)]
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        self.relay_round().await.map(|round| round.events)
+    }
+
+    async fn relay_round(&self) -> Result<Round, RelayError> {
         if self.bus.state() != NatsState::Connected {
             return Err(RelayError::Disconnected);
         }
-        let mut tx = self.pool.begin().await?;
-        let rows: Vec<(Uuid, String, serde_json::Value)> = sqlx::query_as(
+        // The due rows that make about `batch_size` events (a scorer row holds up to 100), chosen
+        // from their counts alone, then locked and read. Rows another relay holds are skipped.
+        let due: Vec<(Uuid, i32)> = sqlx::query_as(
             // In the due index's order, so the scan stops at `limit`: ordered by `created_at`
             // alone it read and sorted every due row, 21 ms a poll with a few thousand waiting.
             // Rows are due when written, so this is creation order but for retried rows.
-            "select id, subject, payload from outbox where next_attempt_at <= now()
-             order by next_attempt_at, created_at, id limit $1 for update skip locked",
+            "select id, events from outbox where next_attempt_at <= now()
+             order by next_attempt_at, created_at, id limit $1",
         )
         .bind(self.config.batch_size)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut budget = self.config.batch_size.max(1);
+        let chosen: Vec<Uuid> = due
+            .into_iter()
+            .take_while(|(_, events)| {
+                let fits = budget > 0;
+                budget -= i64::from(*events).min(budget);
+                fits
+            })
+            .map(|(id, _)| id)
+            .collect();
+        if chosen.is_empty() {
+            return Ok(Round::default());
+        }
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(Uuid, String, serde_json::Value)> = sqlx::query_as(
+            "select id, subject, payload from outbox where id = any($1) and next_attempt_at <= now()
+             order by next_attempt_at, created_at, id for update skip locked",
+        )
+        .bind(&chosen)
         .fetch_all(&mut *tx)
         .await?;
-        // Rows holding many events count for all of them: about `batch_size` messages a round
-        // trip, whatever the rows hold. The rows left out are unlocked at commit.
-        let mut budget = self.config.batch_size.max(1) as usize;
         let rows: Vec<DueRow> = rows
             .iter()
             .map(|(id, subject, payload)| {
                 let many = payload.is_array();
                 (*id, subject.as_str(), many, messages_of(*id, payload))
             })
-            .take_while(|(_, _, _, messages)| {
-                let fits = budget > 0;
-                budget = budget.saturating_sub(messages.len());
-                fits
-            })
             .collect();
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Round::default());
         }
 
         let mut sent = Vec::new();
@@ -209,7 +239,7 @@ impl OutboxRelay {
         let mut delivered = 0;
         let mut deleted = Vec::with_capacity(rows.len());
         // Rows with refused messages, what is left of them, and the first error.
-        let mut failed: Vec<(Uuid, serde_json::Value, String)> = Vec::new();
+        let mut failed: Vec<(Uuid, serde_json::Value, i32, String)> = Vec::new();
         let mut total = 0;
         for (id, subject, many, messages) in &rows {
             let stream = stream_of(subject);
@@ -242,12 +272,13 @@ impl OutboxRelay {
                 None => deleted.push(*id),
                 Some(error) => {
                     // Only what was refused is sent again; a single event stays as it was.
+                    let count = refused.len() as i32;
                     let rest = if *many {
                         serde_json::Value::Array(refused)
                     } else {
                         refused.remove(0)
                     };
-                    failed.push((*id, rest, error));
+                    failed.push((*id, rest, count, error));
                 }
             }
         }
@@ -256,20 +287,25 @@ impl OutboxRelay {
             .bind(&deleted)
             .execute(&mut *tx)
             .await?;
-        for (id, rest, error) in &failed {
+        for (id, rest, count, error) in &failed {
             // 1 s, 2 s, 4 s ... capped at 5 minutes: a refused row waits, it is never dropped.
             sqlx::query(
-                "update outbox set attempts = attempts + 1, last_error = $2, payload = $3,
+                "update outbox set attempts = attempts + 1, last_error = $2, payload = $3, events = $4,
                         next_attempt_at = now() + least(interval '5 minutes', interval '1 second' * power(2, least(attempts, 20)))
                  where id = $1",
             )
             .bind(id)
             .bind(error)
             .bind(rest)
+            .bind(count)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
+        let round = Round {
+            events: delivered,
+            dead_rows: rows.len(),
+        };
         if !failed.is_empty() {
             // "No responders" usually means the stream is gone (a server that lost its store):
             // have the topology checked again.
@@ -277,16 +313,16 @@ impl OutboxRelay {
         }
 
         match failed.first() {
-            Some((_, _, first_error)) if delivered == 0 => Err(RelayError::Publish {
+            Some((_, _, _, first_error)) if delivered == 0 => Err(RelayError::Publish {
                 failed: total - delivered,
                 total,
                 first_error: first_error.clone(),
             }),
-            Some((_, _, first_error)) => {
+            Some((_, _, _, first_error)) => {
                 tracing::warn!(failed = total - delivered, error = %first_error, "some outbox events were not acknowledged; retrying them later");
-                Ok(delivered)
+                Ok(round)
             }
-            None => Ok(delivered),
+            None => Ok(round),
         }
     }
 
@@ -305,13 +341,9 @@ impl OutboxRelay {
 
     /// Events waiting to be published.
     pub async fn pending(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar(
-            "select coalesce(sum(case when jsonb_typeof(payload) = 'array'
-                                      then jsonb_array_length(payload) else 1 end), 0)::int8
-             from outbox",
-        )
-        .fetch_one(&self.pool)
-        .await
+        sqlx::query_scalar("select coalesce(sum(events), 0)::int8 from outbox")
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Relays until `shutdown`, backing off with jitter while NATS or the database is down.
@@ -320,10 +352,13 @@ impl OutboxRelay {
         let mut delays = backoff();
         let mut deleted = 0;
         while !shutdown.is_cancelled() {
-            let pause = match self.relay_once().await {
-                Ok(n) => {
+            let pause = match self.relay_round().await {
+                Ok(Round {
+                    events: n,
+                    dead_rows,
+                }) => {
                     delays = backoff();
-                    deleted += n;
+                    deleted += dead_rows;
                     if deleted >= VACUUM_EVERY {
                         deleted = 0;
                         self.vacuum().await;

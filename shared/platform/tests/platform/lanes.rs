@@ -28,6 +28,8 @@ const SPEC: ConsumerSpec = ConsumerSpec {
 #[derive(Default)]
 struct Recorder {
     hold: Mutex<bool>,
+    /// Panic (once) when handed item `0:0`.
+    panic_once: std::sync::atomic::AtomicBool,
     /// Every attempt to process lane 0 while held.
     held_attempts: Mutex<usize>,
     /// What was committed: (lane, seq, delivery count).
@@ -54,6 +56,13 @@ impl Handler for Recorder {
     }
 
     async fn process(&self, _consumer: &str, items: &[Self::Item]) -> sqlx::Result<Self::Done> {
+        if items.iter().any(|(lane, seq, _)| (*lane, *seq) == (0, 0))
+            && self
+                .panic_once
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("a bug in the handler");
+        }
         if items[0].0 == 0 && *self.hold.lock().expect("lock") {
             *self.held_attempts.lock().expect("lock") += 1;
             return Err(sqlx::Error::PoolTimedOut);
@@ -173,6 +182,67 @@ async fn lanes_commit_in_order_and_a_part_waiting_out_an_outage_is_not_redeliver
         .await
         .expect("the loop ends at shutdown")
         .expect("no panic");
+    platform.close().await;
+    drop_namespace(&namespace).await;
+}
+
+/// A handler that panics must not leave its lane busy for good: the lane goes on with the next
+/// part, and the events of the part that panicked come back after their ack wait.
+#[tokio::test]
+async fn a_lane_whose_handler_panics_goes_on_and_the_events_come_back() {
+    let db = TestDb::empty().await;
+    let namespace = unique_namespace();
+    let ns = Namespace::parse(&namespace).expect("namespace");
+    let cfg = config(&db.url, &nats_url(), &namespace, &["--nats-ack-wait", "1s"]);
+    let token = CancellationToken::new();
+    let platform = Platform::start("test", &cfg, vec![SPEC], token.clone())
+        .await
+        .expect("platform");
+    eventually(Duration::from_secs(10), "the durable", || async {
+        platform.bus.consumer(&SPEC).await.ok()
+    })
+    .await;
+    let recorder = Arc::new(Recorder::default());
+    recorder
+        .panic_once
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    publish(&platform, &ns, 0, 0).await;
+    let running = tokio::spawn(consume::run(
+        platform.clone(),
+        SPEC,
+        10,
+        1,
+        recorder.clone(),
+    ));
+    eventually(Duration::from_secs(10), "the panic", || async {
+        (!recorder
+            .panic_once
+            .load(std::sync::atomic::Ordering::SeqCst))
+        .then_some(())
+    })
+    .await;
+    publish(&platform, &ns, 0, 1).await;
+    eventually(Duration::from_secs(10), "both events", || async {
+        (recorder.committed.lock().expect("lock").len() == 2).then_some(())
+    })
+    .await;
+    let committed = recorder.committed.lock().expect("lock").clone();
+    assert!(
+        committed.contains(&(0, 1, 1)),
+        "the next event, on its first delivery: {committed:?}"
+    );
+    assert!(
+        committed
+            .iter()
+            .any(|(lane, seq, delivered)| (*lane, *seq) == (0, 0) && *delivered == 2),
+        "the event whose batch panicked, redelivered: {committed:?}"
+    );
+
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the loop ends at shutdown")
+        .expect("no panic escapes");
     platform.close().await;
     drop_namespace(&namespace).await;
 }
