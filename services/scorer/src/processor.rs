@@ -35,17 +35,6 @@ pub struct Outcome {
     pub scored_event_times: Vec<OffsetDateTime>,
 }
 
-impl Outcome {
-    /// Both outcomes together (of two transactions over different leads).
-    pub fn merge(mut self, other: Outcome) -> Outcome {
-        self.stored += other.stored;
-        self.unknown_lead += other.unknown_lead;
-        self.rescored.extend(other.rescored);
-        self.scored_event_times.extend(other.scored_event_times);
-        self
-    }
-}
-
 pub struct Processor {
     pub pool: PgPool,
     pub config: Config,
@@ -65,7 +54,7 @@ struct NewEvent {
 
 impl Processor {
     /// Processes engagement events and domain events (`leads.*`, `notes.created`) together.
-    pub async fn process(&self, events: &[&Envelope]) -> sqlx::Result<Outcome> {
+    pub async fn process(&self, events: &[Envelope]) -> sqlx::Result<Outcome> {
         let mut tx = self.pool.begin().await?;
         let mut outcome = Outcome::default();
         let mut touched: BTreeMap<Uuid, Option<Uuid>> = BTreeMap::new(); // lead -> trigger event

@@ -72,8 +72,7 @@ impl Handler for Worker {
         let span = tracing::info_span!("scorer.batch", consumer, events = events.len());
         let traceparent = events.iter().find_map(|e| e.traceparent.as_deref());
         leadflow_platform::telemetry::continue_trace(&span, traceparent);
-        let events: Vec<&Envelope> = events.iter().collect();
-        let outcome = self.processor.process(&events).instrument(span).await?;
+        let outcome = self.processor.process(events).instrument(span).await?;
         tracing::debug!(
             consumer,
             stored = outcome.stored,

@@ -77,6 +77,12 @@ impl Settings {
             max_deliver: config.max_deliver,
         }
     }
+
+    /// How often JetStream must hear that a held message is still in progress: well within its
+    /// ack wait.
+    fn progress_every(&self) -> Duration {
+        (self.ack_wait / 3).max(Duration::from_millis(100))
+    }
 }
 
 /// One lane's share of a fetched batch.
@@ -95,7 +101,7 @@ struct Waiting<I> {
 impl<I> Waiting<I> {
     /// When JetStream must next hear that the part is in progress: well before its ack wait ends.
     fn progress_due(&self) -> Instant {
-        self.since + (self.part.settings.ack_wait / 3).max(Duration::from_millis(100))
+        self.since + self.part.settings.progress_every()
     }
 }
 
@@ -274,12 +280,7 @@ impl<I: Send + 'static> Lanes<I> {
     fn wants_more(&self, batch: usize) -> bool {
         let idle_and_empty =
             (0..self.busy.len()).any(|l| !self.busy[l] && self.waiting[l].is_none());
-        let piled_up = self
-            .waiting
-            .iter()
-            .flatten()
-            .any(|w| w.part.messages.len() >= batch);
-        idle_and_empty && !piled_up
+        idle_and_empty && self.longest_wait() < batch
     }
 
     /// Adds a fetched item to its lane's waiting part.
@@ -410,7 +411,7 @@ impl<H: Handler> Batches<'_, H> {
                 let delay = delays
                     .next()
                     .unwrap_or(Duration::from_secs(5))
-                    .min(self.settings.ack_wait / 2);
+                    .min(self.settings.progress_every());
                 tokio::select! {
                     () = tokio::time::sleep(delay) => continue,
                     () = token.cancelled() => {

@@ -74,9 +74,6 @@ pub async fn enqueue_many(conn: &mut PgConnection, events: &[Envelope]) -> sqlx:
     Ok(())
 }
 
-/// A row being relayed: its id, subject, whether it holds an array, and its messages.
-type DueRow<'a> = (Uuid, &'a str, bool, Vec<(String, &'a serde_json::Value)>);
-
 /// The messages of an outbox row: the row itself ([`enqueue`]), its id the `Nats-Msg-Id`; or
 /// the envelopes of an array ([`enqueue_many`]), each with its own id.
 fn messages_of(row: Uuid, payload: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
@@ -161,12 +158,13 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes one batch of due rows, about `batch_size` events. Rows stay locked (`FOR UPDATE
-    /// SKIP LOCKED`, only the rows chosen) until their acks are in, so several relays (several gateways) share the work without publishing a row
-    /// twice at once. The batch is sent at once and its acks awaited together, so a stalled
-    /// JetStream costs one ack timeout per batch, not one per row. A row JetStream refuses is
-    /// retried later with its own back-off and never holds up the others; of a row of many events,
-    /// only the refused ones are. Returns how many events were delivered.
+    /// Publishes one batch of due rows, about `batch_size` events. The rows chosen stay locked
+    /// (`FOR UPDATE SKIP LOCKED`) until their acks are in, so several relays (several gateways)
+    /// share the work without publishing a row twice at once. The batch is sent at once and its
+    /// acks awaited together, so a stalled JetStream costs one ack timeout per batch, not one per
+    /// row. A row JetStream refuses is retried later with its own back-off and never holds up the
+    /// others; of a row of many events, only the refused ones are. Returns how many events were
+    /// delivered.
     #[tracing::instrument(name = "outbox.relay_once", skip_all)]
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         self.relay_round().await.map(|round| round.events)
@@ -209,19 +207,16 @@ impl OutboxRelay {
         .bind(&chosen)
         .fetch_all(&mut *tx)
         .await?;
-        let rows: Vec<DueRow> = rows
-            .iter()
-            .map(|(id, subject, payload)| {
-                let many = payload.is_array();
-                (*id, subject.as_str(), many, messages_of(*id, payload))
-            })
-            .collect();
         if rows.is_empty() {
             return Ok(Round::default());
         }
+        let messages: Vec<_> = rows
+            .iter()
+            .map(|(id, _, payload)| messages_of(*id, payload))
+            .collect();
 
         let mut sent = Vec::new();
-        for (_, subject, _, messages) in &rows {
+        for ((_, subject, _), messages) in rows.iter().zip(&messages) {
             for (msg_id, payload) in messages {
                 let bytes = Bytes::from(serde_json::to_vec(payload).unwrap_or_default());
                 sent.push(self.bus.send(subject, msg_id.clone(), bytes).await);
@@ -241,7 +236,7 @@ impl OutboxRelay {
         // Rows with refused messages, what is left of them, and the first error.
         let mut failed: Vec<(Uuid, serde_json::Value, i32, String)> = Vec::new();
         let mut total = 0;
-        for (id, subject, many, messages) in &rows {
+        for ((id, subject, payload), messages) in rows.iter().zip(&messages) {
             let stream = stream_of(subject);
             let mut refused = Vec::new();
             let mut first_error = None;
@@ -273,7 +268,7 @@ impl OutboxRelay {
                 Some(error) => {
                     // Only what was refused is sent again; a single event stays as it was.
                     let count = refused.len() as i32;
-                    let rest = if *many {
+                    let rest = if payload.is_array() {
                         serde_json::Value::Array(refused)
                     } else {
                         refused.remove(0)

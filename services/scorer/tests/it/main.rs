@@ -479,7 +479,7 @@ async fn a_scorer_that_dies_before_acking_loses_nothing_and_counts_nothing_twice
         config: Default::default(),
     };
     processor
-        .process(&fetched[..2].iter().collect::<Vec<_>>())
+        .process(&fetched[..2])
         .await
         .expect("first half committed");
     drop(batch);

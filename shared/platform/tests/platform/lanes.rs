@@ -14,6 +14,7 @@ use leadflow_platform::{
     consume::{self, Handler},
 };
 use leadflow_testkit::{TestDb, drop_namespace, eventually, nats_url, unique_namespace};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{config, consumers::fetch};
@@ -75,64 +76,105 @@ impl Handler for Recorder {
     }
 }
 
-async fn publish(platform: &Platform, ns: &Namespace, lane: u64, seq: u64) {
-    platform
-        .bus
-        .jetstream()
-        .publish(
-            ns.subject("engagement.page_view"),
-            format!("{lane}:{seq}").into(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+impl Recorder {
+    async fn committed_reaches(&self, n: usize, what: &str) {
+        eventually(Duration::from_secs(10), what, || async {
+            (self.committed.lock().expect("lock").len() == n).then_some(())
+        })
+        .await;
+    }
+}
+
+/// A platform on its own database and namespace, with a short ack wait (1 s) so that what is held
+/// outlasts it several times over, and the durable set up.
+struct Stage {
+    _db: TestDb,
+    namespace: String,
+    ns: Namespace,
+    token: CancellationToken,
+    platform: Arc<Platform>,
+}
+
+impl Stage {
+    async fn start() -> Stage {
+        let db = TestDb::empty().await;
+        let namespace = unique_namespace();
+        let ns = Namespace::parse(&namespace).expect("namespace");
+        let cfg = config(&db.url, &nats_url(), &namespace, &["--nats-ack-wait", "1s"]);
+        let token = CancellationToken::new();
+        let platform = Platform::start("test", &cfg, vec![SPEC], token.clone())
+            .await
+            .expect("platform");
+        eventually(Duration::from_secs(10), "the durable", || async {
+            platform.bus.consumer(&SPEC).await.ok()
+        })
+        .await;
+        Stage {
+            _db: db,
+            namespace,
+            ns,
+            token,
+            platform,
+        }
+    }
+
+    async fn publish(&self, lane: u64, seq: u64) {
+        self.platform
+            .bus
+            .jetstream()
+            .publish(
+                self.ns.subject("engagement.page_view"),
+                format!("{lane}:{seq}").into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+
+    /// The consume loop over `lanes` lanes, in batches of 10.
+    fn consume(&self, lanes: usize, recorder: &Arc<Recorder>) -> JoinHandle<()> {
+        tokio::spawn(consume::run(
+            self.platform.clone(),
+            SPEC,
+            10,
+            lanes,
+            recorder.clone(),
+        ))
+    }
+
+    /// Shuts down; the loop must end within 5 s without a panic.
+    async fn stop(self, running: JoinHandle<()>) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("the loop ends at shutdown")
+            .expect("no panic escapes");
+        self.platform.close().await;
+        drop_namespace(&self.namespace).await;
+    }
 }
 
 #[tokio::test]
 async fn lanes_commit_in_order_and_a_part_waiting_out_an_outage_is_not_redelivered() {
-    let db = TestDb::empty().await;
-    let namespace = unique_namespace();
-    let ns = Namespace::parse(&namespace).expect("namespace");
-    // A short ack wait, so that the outage below outlasts it several times over.
-    let cfg = config(&db.url, &nats_url(), &namespace, &["--nats-ack-wait", "1s"]);
-    let token = CancellationToken::new();
-    let platform = Platform::start("test", &cfg, vec![SPEC], token.clone())
-        .await
-        .expect("platform");
-    eventually(Duration::from_secs(10), "the durable", || async {
-        platform.bus.consumer(&SPEC).await.ok()
-    })
-    .await;
+    let stage = Stage::start().await;
     // The first batch is in the stream before the loop starts, so one fetch takes all of it.
     for seq in 0..5 {
-        publish(&platform, &ns, 0, seq).await;
-        publish(&platform, &ns, 1, seq).await;
+        stage.publish(0, seq).await;
+        stage.publish(1, seq).await;
     }
     let recorder = Arc::new(Recorder::default());
     *recorder.hold.lock().expect("lock") = true;
-    let running = tokio::spawn(consume::run(
-        platform.clone(),
-        SPEC,
-        10,
-        2,
-        recorder.clone(),
-    ));
+    let running = stage.consume(2, &recorder);
     // Lane 0's part is held by the outage; lane 1's commits.
-    eventually(Duration::from_secs(10), "lane 1's first part", || async {
-        (recorder.committed.lock().expect("lock").len() == 5).then_some(())
-    })
-    .await;
+    recorder.committed_reaches(5, "lane 1's first part").await;
     // The second batch: lane 1 takes its part at once; lane 0's (published last, so every
     // message is fetched by then) waits for its lane.
     for seq in 5..10 {
-        publish(&platform, &ns, 1, seq).await;
+        stage.publish(1, seq).await;
     }
-    publish(&platform, &ns, 0, 5).await;
-    eventually(Duration::from_secs(10), "lane 1's second part", || async {
-        (recorder.committed.lock().expect("lock").len() == 10).then_some(())
-    })
-    .await;
+    stage.publish(0, 5).await;
+    recorder.committed_reaches(10, "lane 1's second part").await;
     assert!(
         recorder
             .committed
@@ -146,7 +188,7 @@ async fn lanes_commit_in_order_and_a_part_waiting_out_an_outage_is_not_redeliver
     // Three ack waits later, the server still counts every held message as in progress: another
     // reader of the durable gets none of them.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let observer = platform.bus.consumer(&SPEC).await.expect("consumer");
+    let observer = stage.platform.bus.consumer(&SPEC).await.expect("consumer");
     let redelivered = fetch(&observer, 10).await;
     assert!(
         redelivered.is_empty(),
@@ -161,10 +203,7 @@ async fn lanes_commit_in_order_and_a_part_waiting_out_an_outage_is_not_redeliver
     // The database is back: lane 0 commits both parts, in order, each message once and on its
     // first delivery.
     *recorder.hold.lock().expect("lock") = false;
-    eventually(Duration::from_secs(10), "lane 0's parts", || async {
-        (recorder.committed.lock().expect("lock").len() == 16).then_some(())
-    })
-    .await;
+    recorder.committed_reaches(16, "lane 0's parts").await;
     let committed = recorder.committed.lock().expect("lock").clone();
     let lane0: Vec<u64> = committed
         .iter()
@@ -177,43 +216,20 @@ async fn lanes_commit_in_order_and_a_part_waiting_out_an_outage_is_not_redeliver
         "{committed:?}"
     );
 
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(5), running)
-        .await
-        .expect("the loop ends at shutdown")
-        .expect("no panic");
-    platform.close().await;
-    drop_namespace(&namespace).await;
+    stage.stop(running).await;
 }
 
 /// A handler that panics must not leave its lane busy for good: the lane goes on with the next
 /// part, and the events of the part that panicked come back after their ack wait.
 #[tokio::test]
 async fn a_lane_whose_handler_panics_goes_on_and_the_events_come_back() {
-    let db = TestDb::empty().await;
-    let namespace = unique_namespace();
-    let ns = Namespace::parse(&namespace).expect("namespace");
-    let cfg = config(&db.url, &nats_url(), &namespace, &["--nats-ack-wait", "1s"]);
-    let token = CancellationToken::new();
-    let platform = Platform::start("test", &cfg, vec![SPEC], token.clone())
-        .await
-        .expect("platform");
-    eventually(Duration::from_secs(10), "the durable", || async {
-        platform.bus.consumer(&SPEC).await.ok()
-    })
-    .await;
+    let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
     recorder
         .panic_once
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    publish(&platform, &ns, 0, 0).await;
-    let running = tokio::spawn(consume::run(
-        platform.clone(),
-        SPEC,
-        10,
-        1,
-        recorder.clone(),
-    ));
+    stage.publish(0, 0).await;
+    let running = stage.consume(1, &recorder);
     eventually(Duration::from_secs(10), "the panic", || async {
         (!recorder
             .panic_once
@@ -221,11 +237,8 @@ async fn a_lane_whose_handler_panics_goes_on_and_the_events_come_back() {
         .then_some(())
     })
     .await;
-    publish(&platform, &ns, 0, 1).await;
-    eventually(Duration::from_secs(10), "both events", || async {
-        (recorder.committed.lock().expect("lock").len() == 2).then_some(())
-    })
-    .await;
+    stage.publish(0, 1).await;
+    recorder.committed_reaches(2, "both events").await;
     let committed = recorder.committed.lock().expect("lock").clone();
     assert!(
         committed.contains(&(0, 1, 1)),
@@ -238,11 +251,5 @@ async fn a_lane_whose_handler_panics_goes_on_and_the_events_come_back() {
         "the event whose batch panicked, redelivered: {committed:?}"
     );
 
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(5), running)
-        .await
-        .expect("the loop ends at shutdown")
-        .expect("no panic escapes");
-    platform.close().await;
-    drop_namespace(&namespace).await;
+    stage.stop(running).await;
 }
