@@ -203,7 +203,7 @@ impl Pipeline {
                          where suppressed_reason is null and lead_id is not null
                          group by 1, 2)
                      select lead_id, signal, e.n, s.count
-                     from expected e full join lead_signals s using (lead_id, signal)
+                     from expected e full join lead_signal_rows s using (lead_id, signal)
                      where e.n is distinct from s.count or e.last is distinct from s.as_of",
                 )
                 .fetch_all(&self.pool)
@@ -215,7 +215,7 @@ impl Pipeline {
         .await;
         assert!(mismatches.is_empty());
         let off: Vec<(Uuid, String, f64, f64)> = sqlx::query_as(
-            "select s.lead_id, s.signal, s.value, fresh.value from lead_signals s,
+            "select s.lead_id, s.signal, s.value, fresh.value from lead_signal_rows s,
              lateral (select sum(power(2::float8,
                          -extract(epoch from (s.as_of - e.occurred_at))::float8 / 86400 / $1)) as value
                       from lead_engagement_events e
@@ -256,11 +256,12 @@ impl Pipeline {
 
     /// (signal rows, scores) as they stand, to compare before and after replays.
     async fn snapshot(&self) -> (Vec<(Uuid, String, i64, f64)>, Vec<(Uuid, Option<i16>)>) {
-        let signals =
-            sqlx::query_as("select lead_id, signal, count, value from lead_signals order by 1, 2")
-                .fetch_all(&self.pool)
-                .await
-                .expect("signals");
+        let signals = sqlx::query_as(
+            "select lead_id, signal, count, value from lead_signal_rows order by 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .expect("signals");
         let scores = sqlx::query_as("select id, score from leads order by id")
             .fetch_all(&self.pool)
             .await

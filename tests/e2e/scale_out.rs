@@ -201,7 +201,7 @@ async fn two_of_each_share_the_work_and_losing_one_of_each_loses_and_repeats_not
         "every stored event to be counted",
         || async {
             let counted: i64 = sqlx::query_scalar(
-                "select coalesce(sum(count), 0)::int8 from lead_signals where signal = 'page_view'",
+                "select coalesce(sum(count), 0)::int8 from lead_signal_rows where signal = 'page_view'",
             )
             .fetch_one(&pool)
             .await

@@ -12,7 +12,10 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::model::{self, Config, Inputs, Running, Score, Signal};
+use crate::{
+    model::{self, Config, Inputs, Running, Score, Signal},
+    stored_signals,
+};
 
 /// Why an event is stored but not scored; `None` for events that count.
 pub fn suppression(event: &Envelope) -> Option<String> {
@@ -184,7 +187,7 @@ impl Processor {
             touched.insert(lead, Some(event.id));
         }
         let targets: Vec<(Uuid, Option<Uuid>)> = touched.into_iter().collect();
-        let folded = fold_many(&mut tx, &per_lead, &self.config).await?;
+        let folded = fold(&facts, &per_lead, &self.config);
         outcome.rescored = rescore_many(
             &mut tx,
             &targets,
@@ -227,7 +230,7 @@ async fn lock_and_read(conn: &mut PgConnection, leads: &[Uuid]) -> sqlx::Result<
     }
     sqlx::query_as(
         "select id, email, phone, company, budget::float8 as budget, interest, timeline, repeat_customer, last_activity_at,
-                owner_id, score::int4 as score, tier, confidence, deleted_at is null as live
+                owner_id, score::int4 as score, tier, confidence, signals, deleted_at is null as live
          from leads where id = any($1) order by id for no key update",
     )
     .bind(leads)
@@ -337,23 +340,16 @@ async fn insert_events(
     Ok(stored.into_iter().collect())
 }
 
-/// Folds each lead's events into its running signals with one upsert for the whole batch; the
-/// caller has locked the leads (see [`lock_and_read`]). Returns each lead's newest activity, for [`rescore_many`] to record.
-async fn fold_many(
-    conn: &mut PgConnection,
-    per_lead: &BTreeMap<Uuid, Vec<Unit>>,
-    config: &Config,
-) -> sqlx::Result<Folded> {
-    let mut latest = HashMap::new();
-    if per_lead.is_empty() {
-        return Ok(Folded::default());
-    }
-    let leads: Vec<Uuid> = per_lead.keys().copied().collect();
-    let mut running = load_signals(conn, &leads).await?;
-    let (mut ids, mut signals, mut values, mut as_ofs, mut counts) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+/// Folds each lead's new events into its running signals, as [`lock_and_read`] found them. The
+/// changed signals are written with the lead's update in [`rescore_many`].
+fn fold(facts: &[LeadFacts], per_lead: &BTreeMap<Uuid, Vec<Unit>>, config: &Config) -> Folded {
+    let stored: HashMap<Uuid, &Value> = facts.iter().map(|f| (f.id, &f.signals)).collect();
+    let mut folded = Folded::default();
     for (lead, units) in per_lead {
-        let current = running.entry(*lead).or_default();
+        let mut current = stored
+            .get(lead)
+            .map(|s| stored_signals::parse(s))
+            .unwrap_or_default();
         let mut changed = BTreeSet::new();
         for (signal, at, n) in units {
             for _ in 0..*n {
@@ -364,75 +360,28 @@ async fn fold_many(
                 current.insert(*signal, next);
             }
             changed.insert(*signal);
-            latest
+            folded
+                .activity
                 .entry(*lead)
                 .and_modify(|t: &mut OffsetDateTime| *t = (*t).max(*at))
                 .or_insert(*at);
         }
-        for (signal, r) in current.iter().filter(|(s, _)| changed.contains(*s)) {
-            ids.push(*lead);
-            signals.push(signal.as_str());
-            values.push(r.value);
-            as_ofs.push(r.as_of);
-            counts.push(r.count);
-        }
+        folded.changed.insert(
+            *lead,
+            stored_signals::to_stored(current.iter().filter(|(s, _)| changed.contains(*s))),
+        );
+        folded.signals.insert(*lead, current);
     }
-    sqlx::query(
-        "insert into lead_signals (lead_id, signal, value, as_of, count)
-         select * from unnest($1::uuid[], $2::text[], $3::float8[], $4::timestamptz[], $5::int8[])
-         on conflict (lead_id, signal) do update set value = excluded.value, as_of = excluded.as_of, count = excluded.count",
-    )
-    .bind(&ids)
-    .bind(&signals)
-    .bind(&values)
-    .bind(&as_ofs)
-    .bind(&counts)
-    .execute(&mut *conn)
-    .await?;
-    Ok(Folded {
-        activity: latest,
-        signals: running,
-    })
+    folded
 }
 
-/// What [`fold_many`] leaves for [`rescore_many`]: each folded lead's newest activity and its
-/// signals as now stored, so they are not read back.
+/// What [`fold`] leaves for [`rescore_many`]: each folded lead's newest activity, its signals
+/// after the fold, and those that changed, to be merged into its row.
 #[derive(Debug, Default)]
-pub struct Folded {
-    pub activity: HashMap<Uuid, OffsetDateTime>,
-    pub signals: HashMap<Uuid, BTreeMap<Signal, Running>>,
-}
-
-/// Every signal of the leads in `$1`, one index lookup per lead whatever the statistics say.
-/// Planned as a join, with statistics from when the table was small (autovacuum analyzes it a
-/// minute later at best), it was a sequential scan of every lead's signals: 11-30 ms a batch.
-/// `offset 0` keeps the subquery a per-lead lookup instead of letting it be merged into a join.
-pub const SIGNALS_OF_LEADS: &str = "select s.lead_id, s.signal, s.value, s.as_of, s.count
-     from unnest($1::uuid[]) as t(id)
-     cross join lateral (select * from lead_signals where lead_id = t.id offset 0) as s";
-
-async fn load_signals(
-    conn: &mut PgConnection,
-    leads: &[Uuid],
-) -> sqlx::Result<HashMap<Uuid, BTreeMap<Signal, Running>>> {
-    let rows: Vec<(Uuid, String, f64, OffsetDateTime, i64)> = sqlx::query_as(SIGNALS_OF_LEADS)
-        .bind(leads)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut out: HashMap<Uuid, BTreeMap<Signal, Running>> = HashMap::new();
-    for (lead, signal, value, as_of, count) in rows {
-        if let Some(signal) = Signal::parse(&signal) {
-            out.entry(lead).or_default().insert(
-                signal,
-                Running {
-                    value,
-                    as_of,
-                    count,
-                },
-            );
-        }
-    }
-    Ok(out)
+struct Folded {
+    activity: HashMap<Uuid, OffsetDateTime>,
+    signals: HashMap<Uuid, BTreeMap<Signal, Running>>,
+    changed: HashMap<Uuid, Value>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -450,6 +399,8 @@ struct LeadFacts {
     score: Option<i32>,
     tier: Option<String>,
     confidence: Option<String>,
+    /// See [`stored_signals`].
+    signals: Value,
     live: bool,
 }
 
@@ -529,15 +480,8 @@ async fn rescore_many(
     let Folded {
         activity,
         mut signals,
+        mut changed,
     } = folded;
-    let unfolded: Vec<Uuid> = facts
-        .iter()
-        .map(|f| f.id)
-        .filter(|id| !signals.contains_key(id))
-        .collect();
-    if !unfolded.is_empty() {
-        signals.extend(load_signals(conn, &unfolded).await?);
-    }
     let inventory: Vec<(String, String, f64)> = sqlx::query_as(
         "select lower(name), lower(category), price::float8 from inventory_items where active and quantity > 0",
     )
@@ -549,7 +493,9 @@ async fn rescore_many(
     for mut fact in facts {
         fact.last_activity_at = fact.last_activity_at.max(activity.get(&fact.id).copied());
         let inputs = Inputs {
-            signals: signals.remove(&fact.id).unwrap_or_default(),
+            signals: signals
+                .remove(&fact.id)
+                .unwrap_or_else(|| stored_signals::parse(&fact.signals)),
             last_activity_at: fact.last_activity_at,
             budget: fact.budget,
             interest: fact.interest.clone(),
@@ -564,10 +510,9 @@ async fn rescore_many(
         let trigger = triggers.get(&fact.id).copied().flatten();
         scored.push((fact, trigger, score));
     }
-    let (changed, unchanged): (Vec<_>, Vec<_>) = scored
+    let (scored, unchanged): (Vec<_>, Vec<_>) = scored
         .into_iter()
         .partition(|(fact, _, score)| record == Record::Always || moved(fact, score));
-    let scored = changed;
 
     let ids: Vec<Uuid> = scored.iter().map(|_| Uuid::now_v7()).collect();
     let lead_ids: Vec<Uuid> = scored.iter().map(|(f, _, _)| f.id).collect();
@@ -629,11 +574,17 @@ async fn rescore_many(
     // a redelivered trigger has been recorded already.
     let (mut i_lead, mut i_score, mut i_kind, mut i_text, mut i_weight) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut u_lead, mut u_total, mut u_tier, mut u_conf, mut u_conf_value) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut updates = LeadUpdates::default();
     let mut events = Vec::new();
     for ((fact, trigger, score), score_id) in scored.iter().zip(&ids) {
-        if !inserted.contains(score_id) {
+        let recorded = inserted.contains(score_id);
+        updates.push(
+            fact.id,
+            recorded.then_some(score),
+            activity.get(&fact.id).copied(),
+            changed.remove(&fact.id),
+        );
+        if !recorded {
             continue;
         }
         for insight in &score.insights {
@@ -648,11 +599,6 @@ async fn rescore_many(
             i_text.push(insight.text.clone());
             i_weight.push(insight.score as f32);
         }
-        u_lead.push(fact.id);
-        u_total.push(Some(score.total as i16));
-        u_tier.push(Some(score.tier.as_str()));
-        u_conf.push(Some(score.confidence.as_str()));
-        u_conf_value.push(Some(score.confidence_value as f32));
         let event = Envelope::new(subjects::SCORES_UPDATED, "scorer")
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?
             .with_lead(fact.id)
@@ -668,6 +614,14 @@ async fn rescore_many(
             .with_traceparent(leadflow_platform::telemetry::current_traceparent());
         events.push(event);
     }
+    for (fact, _, _) in &unchanged {
+        updates.push(
+            fact.id,
+            None,
+            activity.get(&fact.id).copied(),
+            changed.remove(&fact.id),
+        );
+    }
     sqlx::query(
         "insert into lead_insights (lead_id, score_id, kind, text, score)
          select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float4[])",
@@ -679,46 +633,79 @@ async fn rescore_many(
     .bind(&i_weight)
     .execute(&mut *conn)
     .await?;
-    // Leads whose score stands still still get their newest activity. Those updates leave every
-    // indexed column as it was, so PostgreSQL can make them HOT updates (see the leads fillfactor).
-    let mut u_activity: Vec<Option<OffsetDateTime>> =
-        u_lead.iter().map(|id| activity.get(id).copied()).collect();
-    for (fact, _, _) in unchanged
-        .iter()
-        .filter(|(f, _, _)| activity.contains_key(&f.id))
-    {
-        u_lead.push(fact.id);
-        u_total.push(None);
-        u_tier.push(None);
-        u_conf.push(None);
-        u_conf_value.push(None);
-        u_activity.push(activity.get(&fact.id).copied());
-    }
-    sqlx::query(
-        "update leads l set score = coalesce(t.total, l.score), tier = coalesce(t.tier, l.tier),
-                            confidence = coalesce(t.confidence, l.confidence),
-                            confidence_value = coalesce(t.confidence_value, l.confidence_value),
-                            scored_at = case when t.total is null then l.scored_at else now() end,
-                            last_activity_at = greatest(l.last_activity_at, t.activity)
-         from (select * from unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::float4[], $6::timestamptz[])
-                             as u(id, total, tier, confidence, confidence_value, activity)
-               order by id) as t
-         where l.id = t.id",
-    )
-    .bind(&u_lead)
-    .bind(&u_total)
-    .bind(&u_tier)
-    .bind(&u_conf)
-    .bind(&u_conf_value)
-    .bind(&u_activity)
-    .execute(&mut *conn)
-    .await?;
+    updates.apply(conn).await?;
     outbox::enqueue_many(conn, &events).await?;
     Ok(scored
         .into_iter()
         .chain(unchanged)
         .map(|(fact, _, score)| (fact.id, score))
         .collect())
+}
+
+/// One statement's changes to leads, a lead an entry: a new score, where one was recorded; the
+/// newest activity; the signals that changed, merged into the row's.
+#[derive(Default)]
+struct LeadUpdates<'a> {
+    lead: Vec<Uuid>,
+    total: Vec<Option<i16>>,
+    tier: Vec<Option<&'a str>>,
+    confidence: Vec<Option<&'a str>>,
+    confidence_value: Vec<Option<f32>>,
+    activity: Vec<Option<OffsetDateTime>>,
+    signals: Vec<Option<Value>>,
+}
+
+impl<'a> LeadUpdates<'a> {
+    fn push(
+        &mut self,
+        lead: Uuid,
+        score: Option<&'a Score>,
+        activity: Option<OffsetDateTime>,
+        signals: Option<Value>,
+    ) {
+        if score.is_none() && activity.is_none() && signals.is_none() {
+            return;
+        }
+        self.lead.push(lead);
+        self.total.push(score.map(|s| s.total as i16));
+        self.tier.push(score.map(|s| s.tier.as_str()));
+        self.confidence.push(score.map(|s| s.confidence.as_str()));
+        self.confidence_value
+            .push(score.map(|s| s.confidence_value as f32));
+        self.activity.push(activity);
+        self.signals.push(signals);
+    }
+
+    /// Leads whose score stands still get only their activity and signals. Neither is indexed,
+    /// so PostgreSQL can make those updates HOT (see the leads fillfactor).
+    async fn apply(self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        if self.lead.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "update leads l set score = coalesce(t.total, l.score), tier = coalesce(t.tier, l.tier),
+                                confidence = coalesce(t.confidence, l.confidence),
+                                confidence_value = coalesce(t.confidence_value, l.confidence_value),
+                                scored_at = case when t.total is null then l.scored_at else now() end,
+                                last_activity_at = greatest(l.last_activity_at, t.activity),
+                                signals = coalesce(l.signals || t.signals, l.signals)
+             from (select * from unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::float4[],
+                                        $6::timestamptz[], $7::jsonb[])
+                                 as u(id, total, tier, confidence, confidence_value, activity, signals)
+                   order by id) as t
+             where l.id = t.id",
+        )
+        .bind(&self.lead)
+        .bind(&self.total)
+        .bind(&self.tier)
+        .bind(&self.confidence)
+        .bind(&self.confidence_value)
+        .bind(&self.activity)
+        .bind(&self.signals)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Whether a new score differs from the lead's current one in anything a rep sees.

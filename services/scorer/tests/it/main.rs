@@ -335,7 +335,7 @@ async fn bots_are_stored_not_scored_and_unknown_leads_are_dropped() {
     .expect("stored");
     assert_eq!(stored.as_deref(), Some("mail_privacy_proxy"));
     assert_eq!(
-        scorer.count("select count(*) from lead_signals").await,
+        scorer.count("select count(*) from lead_signal_rows").await,
         0,
         "suppressed events never count"
     );
@@ -495,7 +495,7 @@ async fn a_scorer_that_dies_before_acking_loses_nothing_and_counts_nothing_twice
         "none lost, none twice"
     );
     let counts: i64 = scorer
-        .count("select coalesce(sum(count), 0)::bigint from lead_signals")
+        .count("select coalesce(sum(count), 0)::bigint from lead_signal_rows")
         .await;
     assert_eq!(counts, 4, "each event folded into the signals exactly once");
     scorer.stop().await;
@@ -601,6 +601,56 @@ async fn events_that_change_nothing_a_rep_sees_leave_no_history_but_count_as_act
     scorer.stop().await;
 }
 
+/// `updated_at` is when someone last edited the lead, not when it was last scored or clicked.
+#[tokio::test]
+async fn scoring_a_lead_is_not_an_edit_of_it() {
+    let scorer = Scorer::start().await;
+    let lead = scorer.lead("truck", 30_000.0).await;
+    let updated_at = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (time::OffsetDateTime, Option<time::OffsetDateTime>)>(
+            "select updated_at, scored_at from leads where id = $1",
+        )
+        .bind(lead)
+        .fetch_one(&pool)
+        .await
+        .expect("lead")
+    };
+    scorer.drained().await;
+    let (created, _) = updated_at(scorer.pool.clone()).await;
+    for kind in ["pricing_view", "email_click"] {
+        let event = engagement(kind, lead, json!({}));
+        scorer.publish(&event, &event.id.to_string()).await;
+    }
+    scorer.drained().await;
+    let (after_scoring, scored_at) = updated_at(scorer.pool.clone()).await;
+    assert!(
+        scored_at.is_some_and(|s| s > created),
+        "the events were scored"
+    );
+    assert_eq!(after_scoring, created, "scoring is not an edit");
+
+    sqlx::query("update leads set company = 'Acme' where id = $1")
+        .bind(lead)
+        .execute(&scorer.pool)
+        .await
+        .expect("edit");
+    let (after_edit, _) = updated_at(scorer.pool.clone()).await;
+    assert!(after_edit > after_scoring, "an edit moves updated_at");
+    sqlx::query(
+        "update leads set last_activity_at = now(), company = 'Acme Corp', version = version + 1 where id = $1",
+    )
+    .bind(lead)
+    .execute(&scorer.pool)
+    .await
+    .expect("edit with activity");
+    let (after_versioned_edit, _) = updated_at(scorer.pool.clone()).await;
+    assert!(
+        after_versioned_edit > after_edit,
+        "an edit that moves the version moves updated_at, whatever else it changes"
+    );
+    scorer.stop().await;
+}
+
 #[tokio::test]
 async fn a_database_outage_holds_events_instead_of_dead_lettering_them() {
     let proxy = TcpProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], 5432)), true).await;
@@ -634,7 +684,7 @@ async fn a_database_outage_holds_events_instead_of_dead_lettering_them() {
     )
     .await;
     let counted: i64 = sqlx::query_scalar(
-        "select count from lead_signals where lead_id = $1 and signal = 'pricing_view'",
+        "select count from lead_signal_rows where lead_id = $1 and signal = 'pricing_view'",
     )
     .bind(lead)
     .fetch_one(&scorer.pool)
@@ -722,8 +772,9 @@ async fn a_requested_rescore_waits_for_a_batch_changing_the_same_lead() {
         .await
         .expect("lock");
     sqlx::query(
-        "insert into lead_signals (lead_id, signal, value, as_of, count)
-         values ($1, 'test_drive_request', 1, now(), 1)",
+        "update leads set signals = signals || jsonb_build_object('test_drive_request',
+             jsonb_build_object('value', 1, 'as_of', now(), 'count', 1))
+         where id = $1",
     )
     .bind(lead)
     .execute(&mut *batch)
@@ -748,56 +799,114 @@ async fn a_requested_rescore_waits_for_a_batch_changing_the_same_lead() {
     scorer.stop().await;
 }
 
-/// The batch's signal lookup stays a per-lead index lookup when the table has grown far past what
-/// its statistics say (as during a bulk load, before autovacuum analyzes it).
+/// Migration 14 moves each lead's signals from their own table onto the lead's row, and a scorer
+/// of the earlier release, still running during a rollout, gets a transient error (40001, which
+/// its consume loop retries) instead of scoring from no signals or writing where no one reads.
 #[tokio::test]
-async fn signals_are_looked_up_by_index_even_with_stale_statistics() {
+async fn signals_move_onto_their_leads_and_an_older_scorer_is_refused_transiently() {
     let db = TestDb::empty().await;
-    db::migrate(&db.url.parse::<DatabaseUrl>().expect("url"))
-        .await
-        .expect("migrate");
     let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
-    sqlx::query("alter table lead_signals set (autovacuum_enabled = false)")
-        .execute(&pool)
+    db::MIGRATOR
+        .run_to(20261126000013, &pool)
         .await
-        .expect("no autovacuum");
-    sqlx::query("analyze lead_signals")
-        .execute(&pool)
-        .await
-        .expect("analyze empty");
-    sqlx::query("insert into leads (first_name, email) select 'L', 'l' || i || '@example.com' from generate_series(1, 5000) i")
-        .execute(&pool)
-        .await
-        .expect("leads");
+        .expect("migrate to 13");
+    let leads: Vec<Uuid> = sqlx::query_scalar(
+        "insert into leads (first_name, updated_at) select 'L' || i, '2026-01-01Z' from generate_series(1, 3) i returning id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("leads");
     sqlx::query(
         "insert into lead_signals (lead_id, signal, value, as_of, count)
-         select id, s, 1, now(), 1 from leads, unnest(array['page_view', 'email_open', 'pricing_view', 'demo_request']) s",
+         values ($1, 'page_view', 2.5, '2026-11-26 10:00:00.123456Z', 3),
+                ($1, 'pricing_view', 1, '2026-11-25 08:00:00Z', 1),
+                ($2, 'page_view', 0.75, '2026-11-20 12:30:00Z', 2)",
     )
+    .bind(leads[0])
+    .bind(leads[1])
     .execute(&pool)
     .await
     .expect("signals");
-    let some: Vec<Uuid> = sqlx::query_scalar("select id from leads limit 200")
-        .fetch_all(&pool)
+
+    db::migrate(&db.url.parse::<DatabaseUrl>().expect("url"))
         .await
-        .expect("ids");
-    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "explain {}",
-        leadflow_scorer::processor::SIGNALS_OF_LEADS
-    )))
-    .bind(&some)
+        .expect("migrate");
+    let rows: Vec<(Uuid, String, f64, time::OffsetDateTime, i64)> = sqlx::query_as(
+        "select lead_id, signal, value, as_of, count from lead_signal_rows order by lead_id = $1 desc, signal",
+    )
+    .bind(leads[0])
     .fetch_all(&pool)
     .await
-    .expect("explain");
-    let plan = plan.join("\n");
-    assert!(plan.contains("Index Scan"), "{plan}");
-    assert!(!plan.contains("Seq Scan on lead_signals"), "{plan}");
-    let found: Vec<(Uuid, String, f64, time::OffsetDateTime, i64)> =
-        sqlx::query_as(leadflow_scorer::processor::SIGNALS_OF_LEADS)
-            .bind(&some)
-            .fetch_all(&pool)
-            .await
-            .expect("signals");
-    assert_eq!(found.len(), 800, "four signals for each of 200 leads");
+    .expect("rows");
+    assert_eq!(
+        rows,
+        vec![
+            (
+                leads[0],
+                "page_view".to_owned(),
+                2.5,
+                time::macros::datetime!(2026-11-26 10:00:00.123456 UTC),
+                3
+            ),
+            (
+                leads[0],
+                "pricing_view".to_owned(),
+                1.0,
+                time::macros::datetime!(2026-11-25 08:00:00 UTC),
+                1
+            ),
+            (
+                leads[1],
+                "page_view".to_owned(),
+                0.75,
+                time::macros::datetime!(2026-11-20 12:30:00 UTC),
+                2
+            ),
+        ]
+    );
+    let untouched: i64 = sqlx::query_scalar(
+        "select count(*) from leads where updated_at = '2026-01-01Z' and (id <> $1 or signals = '{}')",
+    )
+    .bind(leads[2])
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        untouched, 3,
+        "moving signals is not an edit, and a lead without any has none"
+    );
+
+    // The same lead, scored by this release from the moved signals: the page views count.
+    let mut conn = pool.acquire().await.expect("connection");
+    let config = leadflow_scorer::model::Config::default();
+    let with = leadflow_scorer::processor::rescore(&mut conn, leads[0], None, &config)
+        .await
+        .expect("rescore");
+    let without = leadflow_scorer::processor::rescore(&mut conn, leads[2], None, &config)
+        .await
+        .expect("rescore");
+    assert!(
+        with.engagement > without.engagement,
+        "{} > {}",
+        with.engagement,
+        without.engagement
+    );
+
+    // What the earlier release's scorer ran to read a batch's signals.
+    let refused = sqlx::query(
+        "select s.lead_id, s.signal, s.value, s.as_of, s.count
+         from unnest($1::uuid[]) as t(id)
+         cross join lateral (select * from lead_signals where lead_id = t.id offset 0) as s",
+    )
+    .bind(&leads)
+    .fetch_all(&pool)
+    .await
+    .expect_err("refused");
+    let code = refused
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("40001"), "{refused}");
 }
 
 /// Visitors' anonymous events and the identify calls that tie them to leads, arriving together:
@@ -833,7 +942,7 @@ async fn a_visitors_events_and_their_identify_arriving_together_all_count() {
     for (lead, visitor) in &pairs {
         let (events, counted): (i64, i64) = sqlx::query_as(
             "select (select count(*) from lead_engagement_events where anonymous_id = $2 and lead_id = $1 and event_type = 'page_view'),
-                    coalesce((select count from lead_signals where lead_id = $1 and signal = 'page_view'), 0)",
+                    coalesce((select count from lead_signal_rows where lead_id = $1 and signal = 'page_view'), 0)",
         )
         .bind(lead)
         .bind(visitor)
