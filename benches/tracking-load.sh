@@ -8,6 +8,8 @@
 #   DURATION=30s CONNECTIONS=32 RATE=5000 benches/tracking-load.sh
 #   PACED_CONNECTIONS=32 benches/tracking-load.sh  # connections of the paced runs (default 16)
 #   KEEP=1 benches/tracking-load.sh          # keep the database leadflow_track_bench and the streams afterwards
+#   DRAIN_ONLY=1 benches/tracking-load.sh    # the scorer alone: batches are posted with it stopped,
+#                                             # then it is started and timed until it has drained
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,7 @@ export GATEWAY_ADDR=127.0.0.1:18180 SCORER_ADDR=127.0.0.1:18181 NOTIFIER_ADDR=12
 G=http://$GATEWAY_ADDR S=http://$SCORER_ADDR
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-cargo build --release --locked -p leadflow --bins --example drop_streams >&2
+cargo build --release --locked -p leadflow -p leadflow-gateway -p leadflow-scorer --bins --example drop_streams >&2
 work=$(mktemp -d)
 cleanup() {
   [ -n "${up_pid:-}" ] && kill "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null || true
@@ -46,10 +48,17 @@ psql "$DATABASE_URL" -qc "analyze leads"
 psql "$DATABASE_URL" -tAc "select id from leads" > "$work/ids"
 target/release/leadflow admin create --email bench@example.com --password bench-password-123 >/dev/null
 # Health (and so the drain check below) refreshes consumer lag every 500 ms.
-JWT_SECRET=$(head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n') RUST_LOG=warn LEADFLOW_STATE_DIR="$work" HEALTH_PROBE_INTERVAL=500ms \
+export JWT_SECRET=$(head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n') RUST_LOG=warn LEADFLOW_STATE_DIR="$work" HEALTH_PROBE_INTERVAL=500ms
+if [ -n "${DRAIN_ONLY:-}" ]; then
+  target/release/gateway >"$work/up.log" 2>&1 &
+else
   target/release/leadflow up >"$work/up.log" 2>&1 &
+fi
 up_pid=$!
-for _ in $(seq 1 100); do curl -sf "$G/readyz" >/dev/null && curl -sf "$S/readyz" >/dev/null && break; sleep 0.2; done
+for _ in $(seq 1 100); do
+  curl -sf "$G/readyz" >/dev/null && { [ -n "${DRAIN_ONLY:-}" ] || curl -sf "$S/readyz" >/dev/null; } && break
+  sleep 0.2
+done
 TOKEN=$(curl -sf "$G/api/auth/login" -H 'content-type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password-123"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 WRITE_KEY=$(curl -sf "$G/api/tracking-keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
@@ -103,6 +112,21 @@ run() { # scenario script label
   python3 -c "print('events stored and scored/s (until drained): %.0f  (%d events in %.1f s)' % (($after-$before)/($end-$start), $after-$before, $end-$start))"
   latency "$work/histogram"
 }
+if [ -n "${DRAIN_ONLY:-}" ]; then
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" -s benches/wrk/track_batch.lua "$G" > "$work/track_batch.txt"
+  kill "$up_pid" && wait "$up_pid" || true
+  start=$(date +%s.%N); before=$(stored)
+  target/release/scorer >"$work/scorer.log" 2>&1 &
+  up_pid=$!
+  # Its lag gauges read 0 until its first health probe.
+  until curl -sf "$S/readyz" >/dev/null; do sleep 0.1; done
+  sleep 1.5
+  until [ "$(drained)" = yes ] && sleep 1 && [ "$(drained)" = yes ]; do sleep 0.5; done
+  end=$(date +%s.%N); after=$(stored)
+  echo "== the scorer alone, draining batches of $BATCH posted on $CONNECTIONS connections for $DURATION"
+  python3 -c "print('events stored and scored/s: %.0f  (%d events in %.1f s, from its start)' % (($after-$before)/($end-$start), $after-$before, $end-$start))"
+  exit 0
+fi
 run track_batch "batches of $BATCH to /t/events, $CONNECTIONS connections, $DURATION" "$BATCH"
 run pixel "single pixels, $CONNECTIONS connections, $DURATION" 1
 # Paced runs use more connections: a connection waits for each answer before its next delay, so

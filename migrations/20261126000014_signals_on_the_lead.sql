@@ -5,6 +5,8 @@
 -- The column is not indexed, so an update that moves only the signals and the last activity stays
 -- HOT. `lead_signal_rows` shows them as rows.
 alter table leads add column signals jsonb not null default '{}'::jsonb;
+-- The stored times in UTC, whatever the server's TimeZone.
+set local timezone = 'UTC';
 
 -- Moving the signals is not an edit of the lead: its updated_at stays.
 alter table leads disable trigger leads_updated_at;
@@ -30,9 +32,10 @@ cross join lateral jsonb_each(l.signals) as s(key, value);
 
 -- A scorer of an earlier release, still running during a rollout, reads and writes `lead_signals`.
 -- It must neither score a lead from no signals nor write signals no one reads, so the name stays,
--- as a view that refuses with a serialization failure. That scorer takes the error as transient:
--- it holds its events, reporting them in progress, and hands them back when the rollout stops it,
--- to a scorer of this release. A later release drops the view and the function.
+-- as a view whose reads fail with a serialization failure (every path of that release reads a
+-- lead's signals before it writes any). That scorer takes the error as transient: it holds its
+-- events, reporting them in progress, and hands them back when the rollout stops it, to a scorer
+-- of this release. A later release drops the view and the function.
 create function lead_signals_moved()
 returns table (lead_id uuid, signal text, value float8, as_of timestamptz, count int8)
 language plpgsql as $$

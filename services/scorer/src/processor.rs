@@ -345,7 +345,7 @@ async fn insert_events(
 fn fold(facts: &[LeadFacts], per_lead: &BTreeMap<Uuid, Vec<Unit>>, config: &Config) -> Folded {
     let stored: HashMap<Uuid, &Value> = facts.iter().map(|f| (f.id, &f.signals)).collect();
     let mut folded = Folded::default();
-    for (lead, units) in per_lead {
+    for (lead, units) in per_lead.iter().filter(|(_, units)| !units.is_empty()) {
         let mut current = stored
             .get(lead)
             .map(|s| stored_signals::parse(s))

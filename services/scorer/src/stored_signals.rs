@@ -53,7 +53,7 @@ pub fn parse(stored: &Value) -> BTreeMap<Signal, Running> {
 pub fn to_stored<'a>(signals: impl IntoIterator<Item = (&'a Signal, &'a Running)>) -> Value {
     let object: Map<String, Value> = signals
         .into_iter()
-        .map(|(signal, running)| {
+        .filter_map(|(signal, running)| {
             let as_of = running
                 .as_of
                 .replace_nanosecond(running.as_of.nanosecond() / 1_000 * 1_000)
@@ -63,10 +63,14 @@ pub fn to_stored<'a>(signals: impl IntoIterator<Item = (&'a Signal, &'a Running)
                 as_of,
                 count: running.count,
             };
-            (
-                signal.as_str().to_owned(),
-                serde_json::to_value(stored).unwrap_or(Value::Null),
-            )
+            // Only a time outside RFC 3339's years fails; leaving the signal out keeps the row's.
+            match serde_json::to_value(stored) {
+                Ok(value) => Some((signal.as_str().to_owned(), value)),
+                Err(error) => {
+                    tracing::warn!(signal = signal.as_str(), %error, "signal not stored");
+                    None
+                }
+            }
         })
         .collect();
     Value::Object(object)

@@ -403,7 +403,7 @@ impl<H: Handler> Batches<'_, H> {
                 .inc_by(messages.len() as u64);
             let error_text = crate::error_chain(&error);
             if is_transient(&error) {
-                tracing::warn!(consumer = self.consumer, error = %error_text, "batch held until the database is back");
+                tracing::warn!(consumer = self.consumer, error = %error_text, "batch held until the database can take it (unreachable, busy, or its schema not yet migrated)");
                 for message in &messages {
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
@@ -504,10 +504,13 @@ impl<H: Handler> Batches<'_, H> {
     }
 }
 
-/// Failures that say nothing about the events: the database is unreachable or busy, or the
-/// transaction lost a deadlock. Retrying the same batch later is right for them.
+/// Failures that say nothing about the events: the database is unreachable or busy, the
+/// transaction lost a deadlock, or the schema is not (or no longer) the one this release expects,
+/// as during a rollout whose migration has not run yet (42P01 undefined table, 42703 undefined
+/// column). Retrying the same batch later is right for them; dead-lettering would take good events
+/// out of the stream.
 fn is_transient(error: &sqlx::Error) -> bool {
     db::is_unavailable(error)
         || matches!(error, sqlx::Error::Database(e)
-            if e.code().is_some_and(|c| c == "40P01" || c == "40001"))
+            if e.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001" | "42P01" | "42703")))
 }

@@ -436,6 +436,14 @@ async fn lead_changes_and_urgent_notes_rescore_the_lead() {
     )
     .await;
     assert!(second > first);
+    let urgency: (i64,) = sqlx::query_as(
+        "select count from lead_signal_rows where lead_id = $1 and signal = 'urgency'",
+    )
+    .bind(lead)
+    .fetch_one(&scorer.pool)
+    .await
+    .expect("the note's urgency is stored with the lead");
+    assert_eq!(urgency, (2,), "\"this week\" and \"urgent\"");
     scorer.stop().await;
 }
 
@@ -648,6 +656,47 @@ async fn scoring_a_lead_is_not_an_edit_of_it() {
         after_versioned_edit > after_edit,
         "an edit that moves the version moves updated_at, whatever else it changes"
     );
+    scorer.stop().await;
+}
+
+/// A scorer that starts before its release's migration (a rollout that migrates while the services
+/// roll) finds a column missing: it holds the events until the schema arrives, instead of
+/// dead-lettering them.
+#[tokio::test]
+async fn events_wait_for_a_schema_that_lags_behind_the_scorer() {
+    let mut scorer = Scorer::start().await;
+    let lead = scorer.lead("truck", 30_000.0).await;
+    scorer.halt().await;
+    sqlx::query("alter table leads rename column signals to signals_next")
+        .execute(&scorer.pool)
+        .await
+        .expect("the schema of the release before");
+    scorer.resume().await;
+    let view = engagement("pricing_view", lead, json!({}));
+    scorer.publish(&view, &view.id.to_string()).await;
+    // Three ack waits at --nats-max-deliver 2: a failed event would have been dead-lettered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(scorer.dead_letters().await, 0, "nothing dead-lettered");
+    sqlx::query("alter table leads rename column signals_next to signals")
+        .execute(&scorer.pool)
+        .await
+        .expect("the migration");
+    eventually(
+        Duration::from_secs(30),
+        "the held event to be scored",
+        || async {
+            let count: Option<i64> = sqlx::query_scalar(
+                "select count from lead_signal_rows where lead_id = $1 and signal = 'pricing_view'",
+            )
+            .bind(lead)
+            .fetch_optional(&scorer.pool)
+            .await
+            .expect("signals");
+            (count == Some(1)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(scorer.dead_letters().await, 0);
     scorer.stop().await;
 }
 
@@ -876,20 +925,38 @@ async fn signals_move_onto_their_leads_and_an_older_scorer_is_refused_transientl
         "moving signals is not an edit, and a lead without any has none"
     );
 
-    // The same lead, scored by this release from the moved signals: the page views count.
-    let mut conn = pool.acquire().await.expect("connection");
+    // This release folds a new page view into the moved ones.
     let config = leadflow_scorer::model::Config::default();
-    let with = leadflow_scorer::processor::rescore(&mut conn, leads[0], None, &config)
+    let processor = leadflow_scorer::processor::Processor {
+        pool: pool.clone(),
+        config,
+    };
+    let view = engagement("page_view", leads[0], json!({}));
+    processor
+        .process(std::slice::from_ref(&view))
         .await
-        .expect("rescore");
-    let without = leadflow_scorer::processor::rescore(&mut conn, leads[2], None, &config)
-        .await
-        .expect("rescore");
+        .expect("process");
+    let folded: (f64, time::OffsetDateTime, i64) = sqlx::query_as(
+        "select value, as_of, count from lead_signal_rows where lead_id = $1 and signal = 'page_view'",
+    )
+    .bind(leads[0])
+    .fetch_one(&pool)
+    .await
+    .expect("page views");
+    let expected = leadflow_scorer::model::Running {
+        value: 2.5,
+        as_of: time::macros::datetime!(2026-11-26 10:00:00.123456 UTC),
+        count: 3,
+    }
+    .add(view.time, config.half_life_days);
+    assert_eq!(folded.2, 4);
     assert!(
-        with.engagement > without.engagement,
-        "{} > {}",
-        with.engagement,
-        without.engagement
+        (folded.0 - expected.value).abs() < 1e-9,
+        "{folded:?} against {expected:?}"
+    );
+    assert_eq!(
+        folded.1.unix_timestamp_nanos() / 1_000,
+        view.time.unix_timestamp_nanos() / 1_000
     );
 
     // What the earlier release's scorer ran to read a batch's signals.
