@@ -12,11 +12,6 @@ use leadflow_platform::{
 };
 use secrecy::SecretString;
 
-// glibc malloc and free were a fifth of the gateway's user time under load; with mimalloc it
-// accepts more (docs/benchmarks.md, session 8).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "leadflow",

@@ -2,11 +2,6 @@ use clap::Parser as _;
 use leadflow_notifier::NotifierConfig;
 use leadflow_platform::{shutdown, telemetry};
 
-// glibc malloc and free were a fifth of the gateway's user time under load; with mimalloc it
-// accepts more (docs/benchmarks.md, session 8).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = NotifierConfig::parse();

@@ -3,6 +3,12 @@
 //! server and graceful shutdown. A service builds a [`Platform`], adds its routes and workers, and
 //! runs it with [`http::serve`].
 
+// Every service binary links this crate, so one allocator serves them all: glibc malloc and free
+// were a fifth of the gateway's user time under load, and with mimalloc it accepts more
+// (docs/benchmarks.md, session 8).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod access;
 pub mod bus;
 pub mod config;
