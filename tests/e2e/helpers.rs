@@ -52,6 +52,7 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Self {
+        leadflow_testkit::show_logs();
         let db = TestDb::empty().await;
         let url: DatabaseUrl = db.url.parse().expect("url");
         db::migrate(&url).await.expect("migrate");

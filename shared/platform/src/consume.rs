@@ -161,6 +161,8 @@ pub async fn run<H: Handler>(
     // The fetch runs as a task of its own, so that lanes going idle are served while it waits.
     let mut fetching: Option<JoinHandle<Fetched>> = None;
     let mut next_fetch = Instant::now();
+    // Pulls in a row that found nothing.
+    let mut idle_polls = 0;
     loop {
         // Fetch only for a lane with nothing to do, and only once nothing waits for a lane
         // beyond a batch: while every lane is busy, events gather in the stream and the next
@@ -193,8 +195,12 @@ pub async fn run<H: Handler>(
                 fetching = None;
                 match joined {
                     Ok(Fetched { consumer: current, asked, result: Ok(messages) }) => {
-                        if !messages.is_empty() {
+                        if messages.is_empty() {
+                            next_fetch = Instant::now() + IDLE_POLL[idle_polls.min(IDLE_POLL.len() - 1)];
+                            idle_polls += 1;
+                        } else {
                             delays = crate::retry::backoff();
+                            idle_polls = 0;
                         }
                         while let Ok(lane) = idle_rx.try_recv() {
                             lanes.idle(lane).await;
@@ -352,19 +358,43 @@ impl<I: Send + 'static> Lanes<I> {
     }
 }
 
-/// Whatever has arrived, up to `batch` messages, waiting at most half a second for the first.
+/// How long the loop waits before pulling again after a pull found nothing: short at first, so an
+/// event after a pause is scored promptly, and longer while the stream stays empty.
+const IDLE_POLL: [Duration; 4] = [
+    Duration::from_millis(5),
+    Duration::from_millis(20),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+];
+
+/// A pull the server leaves unanswered (a connection lost with it) is given up after this long.
+const PULL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whatever has arrived, up to `batch` messages, answered at once: the pull never waits on the
+/// server for messages to come. A waiting pull (one with `expires`) cost us events on
+/// nats-server 2.9.10: when it expired just as a nacked message came due, the server took the
+/// message from its redelivery queue, found no live pull, and neither delivered it again nor
+/// answered the pull; the message was never redelivered nor dead-lettered, and the fetch hung
+/// until the client's own timeout (`docs/durability.md`, "Pulls that never wait").
 async fn fetch(consumer: PullConsumer, batch: usize) -> Fetched {
     let asked = Instant::now();
     let result = async {
-        let mut pulled = consumer
-            .fetch()
-            .max_messages(batch)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await?;
+        let mut pulled = consumer.fetch().max_messages(batch).messages().await?;
         let mut messages = Vec::new();
-        while let Some(message) = pulled.next().await {
-            messages.push(message?);
+        let deadline = tokio::time::sleep(PULL_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = pulled.next() => match next {
+                    Some(message) => messages.push(message?),
+                    None => break,
+                },
+                // What came is kept; anything later is redelivered after its ack wait.
+                () = &mut deadline => {
+                    tracing::warn!("a pull went unanswered; pulling again");
+                    break;
+                }
+            }
         }
         Ok(messages)
     }

@@ -20,6 +20,18 @@ pub fn nats_url() -> String {
     std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
+/// Shows the services' logs when `LEADFLOW_TEST_LOG` holds a filter (`LEADFLOW_TEST_LOG=debug
+/// cargo test … -- --nocapture`): tests start services in-process, and without a subscriber what
+/// they log goes nowhere. Call it from a test harness's start; only the first call counts.
+pub fn show_logs() {
+    if let Ok(filter) = std::env::var("LEADFLOW_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A fresh namespace, so a test's streams, consumers and subjects are its own.
 pub fn unique_namespace() -> String {
     format!("t{}", Uuid::new_v4().simple())[..20].to_owned()

@@ -168,6 +168,7 @@ impl TestApp {
 
     async fn start(extra: &[&str], wait_ready: bool) -> Self {
         use clap::Parser as _;
+        leadflow_testkit::show_logs();
         let db = leadflow_testkit::TestDb::empty().await;
         let url: leadflow_platform::config::DatabaseUrl = db.url.parse().expect("url");
         leadflow_platform::db::migrate(&url).await.expect("migrate");

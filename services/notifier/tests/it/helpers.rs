@@ -42,6 +42,7 @@ impl TestApp {
 
     /// `notifiers` notifier processes, each started with `extra` flags.
     pub async fn spawn_with(notifiers: usize, extra: &[&str]) -> Self {
+        leadflow_testkit::show_logs();
         let db = TestDb::empty().await;
         db::migrate(&db.url.parse::<DatabaseUrl>().expect("url"))
             .await

@@ -28,6 +28,7 @@ impl Scorer {
 
     /// A scorer whose database URL is `scorer_url(test database URL)`, e.g. through a proxy.
     async fn start_with(scorer_url: impl FnOnce(&str) -> String) -> Self {
+        leadflow_testkit::show_logs();
         let db = TestDb::empty().await;
         db::migrate(&db.url.parse::<DatabaseUrl>().expect("url"))
             .await
@@ -745,10 +746,9 @@ async fn a_database_outage_holds_events_instead_of_dead_lettering_them() {
     scorer.stop().await;
 }
 
+/// Also the regression test for pulls that wait: on nats-server 2.9.10 the nacked poison event was
+/// lost about one run in ten when a waiting pull expired as its delay ran out (docs/durability.md).
 #[tokio::test]
-#[ignore = "under a full parallel run the poison event is sometimes never dead-lettered (90 s); \
-            under investigation, see docs/testing.md; dead-lettering stays covered by \
-            an_event_the_database_refuses_is_dead_lettered_without_holding_back_its_batch"]
 async fn an_event_the_database_refuses_fails_alone_and_the_rest_of_its_batch_is_scored() {
     let scorer = Scorer::start().await;
     let lead = scorer.lead("truck", 30_000.0).await;

@@ -253,3 +253,24 @@ async fn a_lane_whose_handler_panics_goes_on_and_the_events_come_back() {
 
     stage.stop(running).await;
 }
+
+/// An idle loop keeps no pull waiting on the server. nats-server 2.9.10 lost a nacked message
+/// whose delay ran out as a waiting pull expired, and left that pull unanswered; a pull that is
+/// answered at once never expires. Events that come after a pause are still taken.
+#[tokio::test]
+async fn an_idle_loop_leaves_no_pull_waiting_on_the_server_and_still_takes_what_comes() {
+    let stage = Stage::start().await;
+    let recorder = Arc::new(Recorder::default());
+    let running = stage.consume(1, &recorder);
+    let mut consumer = stage.platform.bus.consumer(&SPEC).await.expect("durable");
+    for _ in 0..30 {
+        let info = consumer.info().await.expect("info");
+        assert_eq!(info.num_waiting, 0, "no pull waits on the server");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stage.publish(1, 0).await;
+    recorder
+        .committed_reaches(1, "the event after the pause")
+        .await;
+    stage.stop(running).await;
+}
