@@ -161,8 +161,8 @@ pub async fn run<H: Handler>(
     // The fetch runs as a task of its own, so that lanes going idle are served while it waits.
     let mut fetching: Option<JoinHandle<Fetched>> = None;
     let mut next_fetch = Instant::now();
-    // Pulls in a row that found nothing.
-    let mut idle_polls = 0;
+    // When a pull last brought events.
+    let mut last_events = Instant::now();
     loop {
         // Fetch only for a lane with nothing to do, and only once nothing waits for a lane
         // beyond a batch: while every lane is busy, events gather in the stream and the next
@@ -196,11 +196,11 @@ pub async fn run<H: Handler>(
                 match joined {
                     Ok(Fetched { consumer: current, asked, result: Ok(messages) }) => {
                         if messages.is_empty() {
-                            next_fetch = Instant::now() + IDLE_POLL[idle_polls.min(IDLE_POLL.len() - 1)];
-                            idle_polls += 1;
+                            let quiet = last_events.elapsed() >= QUIET_AFTER;
+                            next_fetch = Instant::now() + if quiet { QUIET_POLL } else { BUSY_POLL };
                         } else {
                             delays = crate::retry::backoff();
-                            idle_polls = 0;
+                            last_events = Instant::now();
                         }
                         while let Ok(lane) = idle_rx.try_recv() {
                             lanes.idle(lane).await;
@@ -358,14 +358,12 @@ impl<I: Send + 'static> Lanes<I> {
     }
 }
 
-/// How long the loop waits before pulling again after a pull found nothing: short at first, so an
-/// event after a pause is scored promptly, and longer while the stream stays empty.
-const IDLE_POLL: [Duration; 4] = [
-    Duration::from_millis(5),
-    Duration::from_millis(20),
-    Duration::from_millis(50),
-    Duration::from_millis(100),
-];
+/// How soon the loop pulls again after a pull found nothing: soon while events came a moment ago
+/// (a paced sender's next batch is a few milliseconds away), rarely once the stream has been quiet
+/// for a while, so an idle consumer costs the server ten pulls a second.
+const BUSY_POLL: Duration = Duration::from_millis(5);
+const QUIET_POLL: Duration = Duration::from_millis(100);
+const QUIET_AFTER: Duration = Duration::from_secs(1);
 
 /// A pull the server leaves unanswered (a connection lost with it) is given up after this long.
 const PULL_TIMEOUT: Duration = Duration::from_secs(5);
