@@ -72,25 +72,35 @@ drained() {
   curl -sf "$S/metrics" | awk '/^leadflow_consumer_(ack_)?pending_messages\{.*scorer_engagement"/ {
     seen++; if ($NF != 0) busy = 1 } END { print (seen == 2 && !busy) ? "yes" : "no" }'
 }
-histogram() { curl -sf "$S/metrics" | grep '^leadflow_event_to_score_seconds_bucket' || true; }
-latency() { # the histogram before the run, as `histogram` printed it
+# Histogram buckets from the scorer's metrics: event-to-score, and the engagement consumer's
+# batch duration (transaction to ack), which tells time in the pipeline from time in the database.
+histogram() {
+  curl -sf "$S/metrics" | grep -E '^leadflow_event_to_score_seconds_bucket|^leadflow_consumer_batch_duration_seconds_bucket.*scorer_engagement"' || true
+}
+latency() { # the histograms before the run, as `histogram` printed them
   histogram | python3 -c '
 import sys
-def read(lines):
+def read(lines, name):
     out = {}
     for line in lines:
+        if not line.startswith(name):
+            continue
         le = line.split("le=\"")[1].split("\"")[0]
         out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
     return out
-before = read(open(sys.argv[1]))
-after = read(sys.stdin)
-buckets = sorted((le, n - before.get(le, 0)) for le, n in after.items())
-total = buckets[-1][1] if buckets else 0
-def q(p):
-    for le, n in buckets:
-        if n >= p * total:
-            return "<= %g ms" % (le * 1000) if le != float("inf") else "> 30 s"
-print("event-to-score p50 %s, p99 %s (%d events)" % (q(0.5), q(0.99), total))' "$1"
+before = open(sys.argv[1]).read().splitlines()
+after = sys.stdin.read().splitlines()
+def report(name, label):
+    b, a = read(before, name), read(after, name)
+    buckets = sorted((le, n - b.get(le, 0)) for le, n in a.items())
+    total = buckets[-1][1] if buckets else 0
+    def q(p):
+        for le, n in buckets:
+            if n >= p * total:
+                return "<= %g ms" % (le * 1000) if le != float("inf") else "> %g s" % buckets[-2][0]
+    print("%s p50 %s, p99 %s (%d)" % (label, q(0.5), q(0.99), total))
+report("leadflow_event_to_score_seconds", "event-to-score")
+report("leadflow_consumer_batch_duration_seconds", "scorer batch, transaction to ack")' "$1"
 }
 
 run() { # scenario script label

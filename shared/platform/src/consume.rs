@@ -417,10 +417,15 @@ impl<H: Handler> Batches<'_, H> {
         let token = self.platform.shutdown_token();
         let mut delays = crate::retry::backoff();
         loop {
+            let started = Instant::now();
             let error = match self.handler.process(self.consumer, &items).await {
                 Ok(done) => {
                     self.handler.committed(done).await;
                     self.acknowledge(&messages).await;
+                    metrics
+                        .batch_duration
+                        .with_label_values(&[self.consumer])
+                        .observe(started.elapsed().as_secs_f64());
                     return;
                 }
                 Err(e) => e,

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub events_consumed: IntCounterVec,
     pub events_failed: IntCounterVec,
     pub events_dead_lettered: IntCounterVec,
+    pub batch_duration: HistogramVec,
     pub consumer_pending: IntGaugeVec,
     pub consumer_ack_pending: IntGaugeVec,
     pub outbox_pending: IntGauge,
@@ -91,6 +92,11 @@ impl Metrics {
             events_dead_lettered: reg.counter_vec(
                 "events_dead_lettered_total",
                 "Events moved to the dead-letter subject after max_deliver attempts, by consumer.",
+                &["consumer"],
+            )?,
+            batch_duration: reg.histogram_vec(
+                "consumer_batch_duration_seconds",
+                "Time a consumed batch took from the start of its transaction to its acknowledgement, by consumer.",
                 &["consumer"],
             )?,
             consumer_pending: reg.gauge_vec(

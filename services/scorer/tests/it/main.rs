@@ -395,6 +395,15 @@ async fn unreadable_messages_are_dead_lettered_and_healthy_traffic_flows_on() {
         "{metrics}"
     );
     assert!(metrics.contains("leadflow_event_to_score_seconds_bucket"));
+    // The healthy event was committed in a batch, and the batch timed.
+    let batches = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("leadflow_consumer_batch_duration_seconds_count")
+                && l.contains("scorer_engagement")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(batches.is_some_and(|n| n >= 1), "{metrics}");
     scorer.stop().await;
 }
 
