@@ -181,12 +181,13 @@ pub async fn run<H: Handler>(
             if let Some(current) = &consumer {
                 // No part may grow past a batch while it waits.
                 let room = batch - lanes.longest_wait();
-                fetching = Some(tokio::spawn(fetch(current.clone(), room)));
+                fetching = Some(tokio::spawn(fetch(current.clone(), room, name.clone())));
             }
         }
         // Wake for a waiting part's progress, or for the end of a fetch's back-off.
-        let retry = (fetching.is_none() && next_fetch > Instant::now() && lanes.wants_more(batch))
-            .then_some(next_fetch);
+        // A deadline already past wakes at once: checking it against the clock again here could
+        // miss it, and the loop would then never fetch again.
+        let retry = (fetching.is_none() && lanes.wants_more(batch)).then_some(next_fetch);
         let wake = lanes.next_progress().into_iter().chain(retry).min();
         tokio::select! {
             () = token.cancelled() => break,
@@ -359,11 +360,11 @@ impl<I: Send + 'static> Lanes<I> {
 }
 
 /// How soon the loop pulls again after a pull found nothing: soon while events came a moment ago
-/// (a paced sender's next batch is a few milliseconds away), rarely once the stream has been quiet
-/// for a while, so an idle consumer costs the server ten pulls a second.
+/// (a steady sender's next events are a few milliseconds away), rarely once the stream has been
+/// quiet for a while, so an idle consumer costs the server ten pulls a second.
 const BUSY_POLL: Duration = Duration::from_millis(5);
 const QUIET_POLL: Duration = Duration::from_millis(100);
-const QUIET_AFTER: Duration = Duration::from_secs(1);
+const QUIET_AFTER: Duration = Duration::from_millis(200);
 
 /// A pull the server leaves unanswered (a connection lost with it) is given up after this long.
 const PULL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -374,7 +375,7 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(5);
 /// message from its redelivery queue, found no live pull, and neither delivered it again nor
 /// answered the pull; the message was never redelivered nor dead-lettered, and the fetch hung
 /// until the client's own timeout (`docs/durability.md`, "Pulls that never wait").
-async fn fetch(consumer: PullConsumer, batch: usize) -> Fetched {
+async fn fetch(consumer: PullConsumer, batch: usize, name: Arc<str>) -> Fetched {
     let asked = Instant::now();
     let result = async {
         let mut pulled = consumer.fetch().max_messages(batch).messages().await?;
@@ -389,7 +390,7 @@ async fn fetch(consumer: PullConsumer, batch: usize) -> Fetched {
                 },
                 // What came is kept; anything later is redelivered after its ack wait.
                 () = &mut deadline => {
-                    tracing::warn!("a pull went unanswered; pulling again");
+                    tracing::warn!(consumer = %name, "a pull went unanswered; pulling again");
                     break;
                 }
             }

@@ -223,3 +223,37 @@ async fn a_partial_durable_keeps_its_filter_and_one_that_cannot_change_is_used_a
     bus.close().await;
     drop_namespace(&namespace).await;
 }
+
+/// The durable sets no limit of its own on unacknowledged messages (each consume loop bounds what
+/// it holds): at nats-server's default of 1,000, a pull past it went unanswered until acks made
+/// room, and one given up on could lose a redelivery on 2.9.10.
+#[tokio::test]
+async fn a_pull_is_answered_however_many_messages_are_unacknowledged() {
+    let namespace = unique_namespace();
+    let bus = bus(&namespace, &[]).await;
+    bus.ensure_topology(&[WHOLE_STREAM])
+        .await
+        .expect("topology");
+    let ns = Namespace::parse(&namespace).expect("namespace");
+    let mut acks = Vec::new();
+    for n in 0..1_100 {
+        acks.push(
+            bus.jetstream()
+                .publish(ns.subject("engagement.page_view"), format!("{n}").into())
+                .await
+                .expect("publish"),
+        );
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+    let consumer = bus.consumer(&WHOLE_STREAM).await.expect("consumer");
+    let held = fetch(&consumer, 1_000).await;
+    assert_eq!(held.len(), 1_000);
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(3), fetch(&consumer, 500))
+        .await
+        .expect("answered with 1,000 messages unacknowledged");
+    assert_eq!(rest.len(), 100);
+    bus.close().await;
+    drop_namespace(&namespace).await;
+}
