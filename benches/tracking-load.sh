@@ -94,6 +94,9 @@ def report(name, label):
     b, a = read(before, name), read(after, name)
     buckets = sorted((le, n - b.get(le, 0)) for le, n in a.items())
     total = buckets[-1][1] if buckets else 0
+    if not total:
+        print("%s: none" % label)
+        return
     def q(p):
         for le, n in buckets:
             if n >= p * total:

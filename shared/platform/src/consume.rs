@@ -184,8 +184,8 @@ pub async fn run<H: Handler>(
                 fetching = Some(tokio::spawn(fetch(current.clone(), room, name.clone())));
             }
         }
-        // Wake for a waiting part's progress, or for the end of a fetch's back-off.
-        // A deadline already past wakes at once: checking it against the clock again here could
+        // Wake for a waiting part's progress, or for the next pull after an empty one or a
+        // failed one. A deadline already past wakes at once: checking it against the clock again here could
         // miss it, and the loop would then never fetch again.
         let retry = (fetching.is_none() && lanes.wants_more(batch)).then_some(next_fetch);
         let wake = lanes.next_progress().into_iter().chain(retry).min();
@@ -369,12 +369,9 @@ const QUIET_AFTER: Duration = Duration::from_millis(200);
 /// A pull the server leaves unanswered (a connection lost with it) is given up after this long.
 const PULL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whatever has arrived, up to `batch` messages, answered at once: the pull never waits on the
-/// server for messages to come. A waiting pull (one with `expires`) cost us events on
-/// nats-server 2.9.10: when it expired just as a nacked message came due, the server took the
-/// message from its redelivery queue, found no live pull, and neither delivered it again nor
-/// answered the pull; the message was never redelivered nor dead-lettered, and the fetch hung
-/// until the client's own timeout (`docs/durability.md`, "Pulls that never wait").
+/// Whatever has arrived, up to `batch` messages, answered at once: no `expires`, so the pull never
+/// waits on the server. On nats-server 2.9.10 a waiting pull that expired as a nacked message came
+/// due lost that message (`docs/durability.md`, "Pulls that never wait").
 async fn fetch(consumer: PullConsumer, batch: usize, name: Arc<str>) -> Fetched {
     let asked = Instant::now();
     let result = async {

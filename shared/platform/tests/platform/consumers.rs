@@ -235,17 +235,8 @@ async fn a_pull_is_answered_however_many_messages_are_unacknowledged() {
         .await
         .expect("topology");
     let ns = Namespace::parse(&namespace).expect("namespace");
-    let mut acks = Vec::new();
     for n in 0..1_100 {
-        acks.push(
-            bus.jetstream()
-                .publish(ns.subject("engagement.page_view"), format!("{n}").into())
-                .await
-                .expect("publish"),
-        );
-    }
-    for ack in acks {
-        ack.await.expect("stored");
+        publish(&bus, ns.subject("engagement.page_view"), format!("{n}")).await;
     }
     let consumer = bus.consumer(&WHOLE_STREAM).await.expect("consumer");
     let held = fetch(&consumer, 1_000).await;
