@@ -67,9 +67,9 @@ pub struct ScorerArgs {
     /// Lowest score that is Warm.
     #[arg(long, env = "SCORE_WARM_THRESHOLD", default_value_t = 40, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub score_warm_threshold: i32,
-    /// Lanes each consumer's batches are split into, by lead: each lane commits its share in a
-    /// transaction of its own, at the same time as the others. Lanes never touch the same lead,
-    /// so they do not wait for each other; PostgreSQL works on all of them in parallel.
+    /// Lanes each consumer runs: each commits a batch in a transaction of its own, at the same
+    /// time as the others. A lead's events go to one lane at a time, so lanes do not wait for
+    /// each other's locks; PostgreSQL works on all of them in parallel.
     #[arg(long, env = "SCORER_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub scorer_workers: u16,
 }

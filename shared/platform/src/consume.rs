@@ -8,14 +8,20 @@
 //! - any other failure of a batch is retried event by event, so one bad event fails alone; it is
 //!   redelivered, and dead-lettered after `NATS_MAX_DELIVER` attempts.
 //!
-//! A batch is split into lanes ([`Handler::lane`]) that commit at once, each in the order its
-//! parts arrived. A lane that finishes does not wait for the others: the loop fetches as soon as a
-//! lane has nothing to do, and what the fetch brings for busy lanes waits for them. While every
-//! lane is busy nothing is fetched, so events gather in the stream and batches grow with the load.
-//! A waiting part is reported in progress to JetStream, so its ack wait never runs out however
-//! long its lane's own batch takes (a database outage).
+//! A batch is processed by lanes that commit at once. Items carry a key ([`Handler::key`]): items
+//! with one key are processed in the order they were delivered and never in two lanes at once;
+//! any other item goes to whichever lane is free. A lane that finishes does not wait for the
+//! others: it takes what waits (but a busy lane's keys), and the loop fetches for it as soon as it
+//! has nothing to do. While every lane is busy nothing is fetched, so events gather in the stream
+//! and batches grow with the load. What waits is reported in progress to JetStream, so its ack
+//! wait never runs out however long a busy lane's batch takes (a database outage).
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
 
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use futures::StreamExt as _;
@@ -41,10 +47,10 @@ pub trait Handler: Send + Sync + 'static {
     /// Reads a message; an error (why) sends it to the dead-letter subject.
     fn parse(&self, message: &Message) -> Result<Self::Item, String>;
 
-    /// Which lane an item goes to (taken modulo the number of lanes). Items of one lane are
-    /// processed in the order they were delivered; different lanes commit at once, so items whose
-    /// order matters, or whose transactions would wait for each other, must share a lane.
-    fn lane(&self, _item: &Self::Item) -> u64 {
+    /// Items with the same key are processed in the order they were delivered, one lane at a time;
+    /// items with different keys may commit at once in different lanes. Items whose order matters,
+    /// or whose transactions would wait for each other, must share a key.
+    fn key(&self, _item: &Self::Item) -> u64 {
         0
     }
 
@@ -85,29 +91,32 @@ impl Settings {
     }
 }
 
-/// One lane's share of a fetched batch.
+/// What a lane is given to process in one transaction.
 struct Part<I> {
     items: Vec<I>,
     messages: Vec<Message>,
     settings: Settings,
 }
 
-/// A part held back until its lane is free, and when JetStream last heard of it.
-struct Waiting<I> {
-    part: Part<I>,
+/// A fetched item waiting for a lane, and when JetStream last heard of it.
+struct Queued<I> {
+    key: u64,
+    item: I,
+    message: Message,
+    settings: Settings,
     since: Instant,
 }
 
-impl<I> Waiting<I> {
-    /// When JetStream must next hear that the part is in progress: well before its ack wait ends.
+impl<I> Queued<I> {
+    /// When JetStream must next hear that the item is in progress: well before its ack wait ends.
     fn progress_due(&self) -> Instant {
-        self.since + self.part.settings.progress_every()
+        self.since + self.settings.progress_every()
     }
 }
 
-/// Consumes `spec` in batches of up to `batch` messages, split over `lanes` lanes, until
-/// shutdown. The parts in hand are finished and acked first; a part still waiting for its lane is
-/// handed back to JetStream for another instance.
+/// Consumes `spec` in batches of up to `batch` messages, over `lanes` lanes, until shutdown. The
+/// parts in hand are finished and acked first; what still waits for a lane is handed back to
+/// JetStream for another instance.
 pub async fn run<H: Handler>(
     platform: Arc<Platform>,
     spec: ConsumerSpec,
@@ -151,9 +160,10 @@ pub async fn run<H: Handler>(
         });
     }
     let mut lanes = Lanes {
+        in_flight: vec![None; senders.len()],
         senders,
-        busy: vec![false; lanes],
-        waiting: (0..lanes).map(|_| None).collect(),
+        waiting: VecDeque::new(),
+        batch,
     };
 
     let mut delays = crate::retry::backoff();
@@ -164,10 +174,10 @@ pub async fn run<H: Handler>(
     // When a pull last brought events.
     let mut last_events = Instant::now();
     loop {
-        // Fetch only for a lane with nothing to do, and only once nothing waits for a lane
-        // beyond a batch: while every lane is busy, events gather in the stream and the next
-        // fetch takes them together, so batches grow with the load.
-        if fetching.is_none() && Instant::now() >= next_fetch && lanes.wants_more(batch) {
+        // Fetch only for a lane with nothing to do, and only while less than a batch waits: while
+        // every lane is busy, events gather in the stream and the next fetch takes them together,
+        // so batches grow with the load.
+        if fetching.is_none() && Instant::now() >= next_fetch && lanes.wants_more() {
             if consumer.is_none() {
                 match platform.bus.consumer(&spec).await {
                     Ok(c) => consumer = Some(c),
@@ -179,15 +189,15 @@ pub async fn run<H: Handler>(
                 }
             }
             if let Some(current) = &consumer {
-                // No part may grow past a batch while it waits.
-                let room = batch - lanes.longest_wait();
+                // What waits never grows past a batch.
+                let room = batch - lanes.waiting.len();
                 fetching = Some(tokio::spawn(fetch(current.clone(), room, name.clone())));
             }
         }
-        // Wake for a waiting part's progress, or for the next pull after an empty one or a
+        // Wake for a waiting item's progress, or for the next pull after an empty one or a
         // failed one. A deadline already past wakes at once: checking it against the clock again here could
         // miss it, and the loop would then never fetch again.
-        let retry = (fetching.is_none() && lanes.wants_more(batch)).then_some(next_fetch);
+        let retry = (fetching.is_none() && lanes.wants_more()).then_some(next_fetch);
         let wake = lanes.next_progress().into_iter().chain(retry).min();
         tokio::select! {
             () = token.cancelled() => break,
@@ -216,13 +226,18 @@ pub async fn run<H: Handler>(
                         for message in messages {
                             match handler.parse(&message) {
                                 Ok(item) => {
-                                    let lane = handler.lane(&item);
-                                    lanes.take(lane, item, message, settings, asked);
+                                    lanes.waiting.push_back(Queued {
+                                        key: handler.key(&item),
+                                        item,
+                                        message,
+                                        settings,
+                                        since: asked,
+                                    });
                                 }
                                 Err(reason) => batches.dead_letter(&message, &reason).await,
                             }
                         }
-                        lanes.dispatch_idle().await;
+                        lanes.dispatch().await;
                     }
                     Ok(Fetched { result: Err(e), .. }) => {
                         tracing::warn!(consumer = %name, error = %e, "fetching from JetStream failed");
@@ -250,8 +265,8 @@ pub async fn run<H: Handler>(
     } = lanes;
     drop(senders);
     while workers.join_next().await.is_some() {}
-    for w in waiting.into_iter().flatten() {
-        nak(&w.part.messages).await;
+    for queued in waiting {
+        let _ = queued.message.ack_with(AckKind::Nak(None)).await;
     }
     if let Some(Ok(fetched)) = OptionFuture::from(fetching).await
         && let Ok(messages) = fetched.result
@@ -274,89 +289,114 @@ async fn nak(messages: &[Message]) {
     }
 }
 
-/// The lanes as the loop sees them: which are busy, and what waits for each.
+/// The lanes as the loop sees them: the keys each busy lane is processing, and what waits.
 struct Lanes<I> {
     senders: Vec<mpsc::Sender<Part<I>>>,
-    busy: Vec<bool>,
-    waiting: Vec<Option<Waiting<I>>>,
+    /// The keys of the part a lane is processing; `None` while it is idle.
+    in_flight: Vec<Option<HashSet<u64>>>,
+    /// Fetched items not yet given to a lane, in delivery order.
+    waiting: VecDeque<Queued<I>>,
+    batch: usize,
 }
 
 impl<I: Send + 'static> Lanes<I> {
-    /// Whether a fetch would feed a lane with nothing to do, without piling up more than a batch
-    /// for any busy one.
-    fn wants_more(&self, batch: usize) -> bool {
-        let idle_and_empty =
-            (0..self.busy.len()).any(|l| !self.busy[l] && self.waiting[l].is_none());
-        idle_and_empty && self.longest_wait() < batch
-    }
-
-    /// Adds a fetched item to its lane's waiting part.
-    fn take(&mut self, key: u64, item: I, message: Message, settings: Settings, asked: Instant) {
-        let lane = (key % self.busy.len() as u64) as usize;
-        let waiting = self.waiting[lane].get_or_insert_with(|| Waiting {
-            part: Part {
-                items: Vec::new(),
-                messages: Vec::new(),
-                settings,
-            },
-            since: asked,
-        });
-        waiting.part.items.push(item);
-        waiting.part.messages.push(message);
+    /// Whether a fetch would feed an idle lane. An idle lane has already taken what it could, so
+    /// what still waits belongs to busy lanes' keys; it may grow to a batch.
+    fn wants_more(&self) -> bool {
+        self.in_flight.iter().any(Option::is_none) && self.waiting.len() < self.batch
     }
 
     async fn idle(&mut self, lane: usize) {
-        self.busy[lane] = false;
-        self.dispatch(lane).await;
+        self.in_flight[lane] = None;
+        self.dispatch().await;
     }
 
-    async fn dispatch_idle(&mut self) {
-        for lane in 0..self.busy.len() {
-            if !self.busy[lane] {
-                self.dispatch(lane).await;
-            }
+    /// Hands the idle lanes what waits for them (see [`assign`]).
+    async fn dispatch(&mut self) {
+        let idle: Vec<usize> = (0..self.in_flight.len())
+            .filter(|&l| self.in_flight[l].is_none())
+            .collect();
+        if idle.is_empty() || self.waiting.is_empty() {
+            return;
         }
-    }
-
-    /// Hands an idle lane what waits for it.
-    async fn dispatch(&mut self, lane: usize) {
-        if let Some(w) = self.waiting[lane].take() {
-            self.busy[lane] = true;
-            let _ = self.senders[lane].send(w.part).await;
-        }
-    }
-
-    /// Messages in the fullest waiting part.
-    fn longest_wait(&self) -> usize {
-        self.waiting
+        let busy: HashMap<u64, usize> = self
+            .in_flight
             .iter()
-            .flatten()
-            .map(|w| w.part.messages.len())
-            .max()
-            .unwrap_or(0)
+            .enumerate()
+            .filter_map(|(lane, keys)| keys.as_ref().map(|keys| (lane, keys)))
+            .flat_map(|(lane, keys)| keys.iter().map(move |key| (*key, lane)))
+            .collect();
+        let keys: Vec<u64> = self.waiting.iter().map(|q| q.key).collect();
+        let lanes = assign(&keys, &busy, &idle, self.batch);
+        let mut parts: HashMap<usize, (Part<I>, HashSet<u64>)> = HashMap::new();
+        let mut kept = VecDeque::new();
+        for (queued, lane) in self.waiting.drain(..).zip(lanes) {
+            let Some(lane) = lane else {
+                kept.push_back(queued);
+                continue;
+            };
+            let (part, keys) = parts.entry(lane).or_insert_with(|| {
+                let part = Part {
+                    items: Vec::new(),
+                    messages: Vec::new(),
+                    settings: queued.settings,
+                };
+                (part, HashSet::new())
+            });
+            // The settings the server reported last, should a part mix two lookups.
+            part.settings = queued.settings;
+            part.items.push(queued.item);
+            part.messages.push(queued.message);
+            keys.insert(queued.key);
+        }
+        self.waiting = kept;
+        for (lane, (part, keys)) in parts {
+            self.in_flight[lane] = Some(keys);
+            let _ = self.senders[lane].send(part).await;
+        }
     }
 
-    /// When JetStream must next hear about a waiting part, if any waits.
+    /// When JetStream must next hear about a waiting item, if any waits.
     fn next_progress(&self) -> Option<Instant> {
-        self.waiting
-            .iter()
-            .flatten()
-            .map(Waiting::progress_due)
-            .min()
+        self.waiting.iter().map(Queued::progress_due).min()
     }
 
-    /// Tells JetStream that the waiting parts that are due are still in progress.
+    /// Tells JetStream that the waiting items that are due are still in progress.
     async fn keep_in_progress(&mut self) {
         let now = Instant::now();
-        for w in self.waiting.iter_mut().flatten() {
-            if w.progress_due() <= now {
-                for message in &w.part.messages {
-                    let _ = message.ack_with(AckKind::Progress).await;
-                }
-                w.since = Instant::now();
+        for queued in self.waiting.iter_mut() {
+            if queued.progress_due() <= now {
+                let _ = queued.message.ack_with(AckKind::Progress).await;
+                queued.since = Instant::now();
             }
         }
     }
+}
+
+/// Which idle lane each waiting item (by key, in delivery order) goes to, or `None` to keep
+/// waiting. A key a busy lane is processing waits for it, so one key's items keep their order and
+/// never run in two lanes at once. Other keys spread over the idle lanes (a key's items all to one
+/// lane), each taking at most `batch`; once a lane is full, the rest of its keys wait too.
+fn assign(
+    keys: &[u64],
+    busy: &HashMap<u64, usize>,
+    idle: &[usize],
+    batch: usize,
+) -> Vec<Option<usize>> {
+    let mut owner = busy.clone();
+    let mut taken: HashMap<usize, usize> = HashMap::new();
+    keys.iter()
+        .map(|key| {
+            let lane = *owner
+                .entry(*key)
+                .or_insert_with(|| idle[(*key % idle.len() as u64) as usize]);
+            let count = taken.entry(lane).or_default();
+            (idle.contains(&lane) && *count < batch).then(|| {
+                *count += 1;
+                lane
+            })
+        })
+        .collect()
 }
 
 /// How soon the loop pulls again after a pull found nothing: soon while events came a moment ago
@@ -544,4 +584,31 @@ fn is_transient(error: &sqlx::Error) -> bool {
     db::is_unavailable(error)
         || matches!(error, sqlx::Error::Database(e)
             if e.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001" | "42P01" | "42703")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_keys_spread_over_idle_lanes_and_a_busy_lanes_keys_wait() {
+        // Lane 1 is busy with key 7; lanes 0 and 2 are idle.
+        let busy = HashMap::from([(7, 1)]);
+        let keys = [4, 7, 5, 4, 8];
+        assert_eq!(
+            assign(&keys, &busy, &[0, 2], 10),
+            [Some(0), None, Some(2), Some(0), Some(0)],
+            "even keys to lane 0, odd to lane 2, key 7 waits for lane 1"
+        );
+    }
+
+    #[test]
+    fn a_full_lane_leaves_the_rest_of_its_keys_waiting_in_order() {
+        // One idle lane taking two at a time: key 1's third item must not overtake its second.
+        let keys = [1, 2, 1, 3, 1];
+        assert_eq!(
+            assign(&keys, &HashMap::new(), &[0], 2),
+            [Some(0), Some(0), None, None, None]
+        );
+    }
 }

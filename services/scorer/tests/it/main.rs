@@ -989,8 +989,8 @@ async fn signals_move_onto_their_leads_and_an_older_scorer_is_refused_transientl
 }
 
 /// Visitors' anonymous events and the identify calls that tie them to leads, arriving together:
-/// a fetched batch's groups (`SCORER_WORKERS`) run at once, and every one of those events must end
-/// up counted for its lead.
+/// the lanes (`SCORER_WORKERS`) run at once, and every one of those events must end up counted for
+/// its lead.
 #[tokio::test]
 async fn a_visitors_events_and_their_identify_arriving_together_all_count() {
     let scorer = Scorer::start().await;

@@ -25,15 +25,15 @@ const SPEC: ConsumerSpec = ConsumerSpec {
     filter: "engagement.>",
 };
 
-/// Items are `lane:seq`. Lane 0 fails as if the database were down while `hold` is set.
+/// Items are `key:seq`. A part with key 0 fails as if the database were down while `hold` is set.
 #[derive(Default)]
 struct Recorder {
     hold: Mutex<bool>,
     /// Panic (once) when handed item `0:0`.
     panic_once: std::sync::atomic::AtomicBool,
-    /// Every attempt to process lane 0 while held.
+    /// Every attempt to process key 0 while held.
     held_attempts: Mutex<usize>,
-    /// What was committed: (lane, seq, delivery count).
+    /// What was committed: (key, seq, delivery count).
     committed: Mutex<Vec<(u64, u64, i64)>>,
 }
 
@@ -43,16 +43,16 @@ impl Handler for Recorder {
 
     fn parse(&self, message: &Message) -> Result<Self::Item, String> {
         let text = std::str::from_utf8(&message.payload).map_err(|e| e.to_string())?;
-        let (lane, seq) = text.split_once(':').ok_or("no colon")?;
+        let (key, seq) = text.split_once(':').ok_or("no colon")?;
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         Ok((
-            lane.parse().map_err(|_| "lane")?,
+            key.parse().map_err(|_| "key")?,
             seq.parse().map_err(|_| "seq")?,
             delivered,
         ))
     }
 
-    fn lane(&self, item: &Self::Item) -> u64 {
+    fn key(&self, item: &Self::Item) -> u64 {
         item.0
     }
 
@@ -64,7 +64,7 @@ impl Handler for Recorder {
         {
             panic!("a bug in the handler");
         }
-        if items[0].0 == 0 && *self.hold.lock().expect("lock") {
+        if items.iter().any(|(key, _, _)| *key == 0) && *self.hold.lock().expect("lock") {
             *self.held_attempts.lock().expect("lock") += 1;
             return Err(sqlx::Error::PoolTimedOut);
         }
@@ -118,13 +118,13 @@ impl Stage {
         }
     }
 
-    async fn publish(&self, lane: u64, seq: u64) {
+    async fn publish(&self, key: u64, seq: u64) {
         self.platform
             .bus
             .jetstream()
             .publish(
                 self.ns.subject("engagement.page_view"),
-                format!("{lane}:{seq}").into(),
+                format!("{key}:{seq}").into(),
             )
             .await
             .expect("publish")
@@ -216,6 +216,43 @@ async fn lanes_commit_in_order_and_a_part_waiting_out_an_outage_is_not_redeliver
         "{committed:?}"
     );
 
+    stage.stop(running).await;
+}
+
+/// A lane that is free takes any key but the ones a busy lane holds: key 2 would have shared a
+/// lane with key 0 had keys been tied to lanes (2 modulo 2 lanes), and it must not wait out key
+/// 0's outage. Key 0's next item waits for key 0's part, and follows it in order.
+#[tokio::test]
+async fn a_free_lane_takes_every_key_but_those_a_busy_lane_holds() {
+    let stage = Stage::start().await;
+    let recorder = Arc::new(Recorder::default());
+    *recorder.hold.lock().expect("lock") = true;
+    stage.publish(0, 0).await;
+    let running = stage.consume(2, &recorder);
+    eventually(Duration::from_secs(10), "key 0 held", || async {
+        (*recorder.held_attempts.lock().expect("lock") > 0).then_some(())
+    })
+    .await;
+    stage.publish(0, 1).await;
+    for seq in 0..5 {
+        stage.publish(2, seq).await;
+    }
+    recorder
+        .committed_reaches(5, "key 2, while key 0 is held")
+        .await;
+    *recorder.hold.lock().expect("lock") = false;
+    recorder.committed_reaches(7, "key 0").await;
+    let committed = recorder.committed.lock().expect("lock").clone();
+    let key0: Vec<u64> = committed
+        .iter()
+        .filter(|(key, _, _)| *key == 0)
+        .map(|(_, seq, _)| *seq)
+        .collect();
+    assert_eq!(key0, [0, 1], "key 0 in order: {committed:?}");
+    assert!(
+        committed.iter().all(|(_, _, delivered)| *delivered == 1),
+        "{committed:?}"
+    );
     stage.stop(running).await;
 }
 
