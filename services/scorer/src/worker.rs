@@ -1,5 +1,5 @@
 //! The scorer's part of a durable consumer (the loop, acks and dead letters are
-//! `leadflow_platform::consume`'s): a lane's share of a batch through the processor in one
+//! `leadflow_platform::consume`'s): a lane's part of a batch through the processor in one
 //! transaction, then the event-to-score latency of what it scored. Events are keyed by lead or
 //! visitor ([`key_of`]), so the transactions that run at once never wait for each other's lead
 //! locks.

@@ -220,7 +220,7 @@ impl Bus {
                 ack_wait: self.config.nats_ack_wait,
                 max_deliver: self.config.nats_max_deliver,
                 // No limit on the server: each consume loop bounds what it holds (a batch running
-                // and one waiting per lane). At the limit, nats-server 2.9.10 leaves a pull
+                // per lane, and at most a batch waiting). At the limit, nats-server 2.9.10 leaves a pull
                 // unanswered until acks make room, and a pull given up on by the client can lose a
                 // redelivery there (docs/durability.md, "Pulls that never wait").
                 max_ack_pending: -1,

@@ -201,7 +201,14 @@ pub async fn run<H: Handler>(
         let wake = lanes.next_progress().into_iter().chain(retry).min();
         tokio::select! {
             () = token.cancelled() => break,
-            Some(lane) = idle_rx.recv() => lanes.idle(lane).await,
+            Some(lane) = idle_rx.recv() => {
+                // Lanes that finished together share what waits.
+                lanes.in_flight[lane] = None;
+                while let Ok(lane) = idle_rx.try_recv() {
+                    lanes.in_flight[lane] = None;
+                }
+                lanes.dispatch().await;
+            }
             Some(joined) = OptionFuture::from(fetching.as_mut()), if fetching.is_some() => {
                 fetching = None;
                 match joined {
@@ -214,7 +221,7 @@ pub async fn run<H: Handler>(
                             last_events = Instant::now();
                         }
                         while let Ok(lane) = idle_rx.try_recv() {
-                            lanes.idle(lane).await;
+                            lanes.in_flight[lane] = None;
                         }
                         let settings = Settings::of(&current);
                         let batches = Batches {
@@ -259,13 +266,19 @@ pub async fn run<H: Handler>(
     }
     // Shutting down: the lanes finish what they hold; what was fetched but not started goes back
     // for another instance, oldest first, since JetStream redelivers in the order it is handed
-    // back.
-    let Lanes {
-        senders, waiting, ..
-    } = lanes;
-    drop(senders);
-    while workers.join_next().await.is_some() {}
-    for queued in waiting {
+    // back. Until then it stays in progress: handed to another instance while a lane still works
+    // on its key, a key's later events could commit before its earlier ones.
+    lanes.senders.clear();
+    loop {
+        let wake = lanes.next_progress();
+        tokio::select! {
+            joined = workers.join_next() => if joined.is_none() { break },
+            () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                lanes.keep_in_progress().await;
+            }
+        }
+    }
+    for queued in lanes.waiting {
         let _ = queued.message.ack_with(AckKind::Nak(None)).await;
     }
     if let Some(Ok(fetched)) = OptionFuture::from(fetching).await
@@ -301,14 +314,10 @@ struct Lanes<I> {
 
 impl<I: Send + 'static> Lanes<I> {
     /// Whether a fetch would feed an idle lane. An idle lane has already taken what it could, so
-    /// what still waits belongs to busy lanes' keys; it may grow to a batch.
+    /// what still waits belongs to busy lanes' keys; it may grow to a batch, and so no lane is
+    /// ever given more than a batch.
     fn wants_more(&self) -> bool {
         self.in_flight.iter().any(Option::is_none) && self.waiting.len() < self.batch
-    }
-
-    async fn idle(&mut self, lane: usize) {
-        self.in_flight[lane] = None;
-        self.dispatch().await;
     }
 
     /// Hands the idle lanes what waits for them (see [`assign`]).
@@ -327,7 +336,7 @@ impl<I: Send + 'static> Lanes<I> {
             .flat_map(|(lane, keys)| keys.iter().map(move |key| (*key, lane)))
             .collect();
         let keys: Vec<u64> = self.waiting.iter().map(|q| q.key).collect();
-        let lanes = assign(&keys, &busy, &idle, self.batch);
+        let lanes = assign(&keys, &busy, &idle);
         let mut parts: HashMap<usize, (Part<I>, HashSet<u64>)> = HashMap::new();
         let mut kept = VecDeque::new();
         for (queued, lane) in self.waiting.drain(..).zip(lanes) {
@@ -343,7 +352,7 @@ impl<I: Send + 'static> Lanes<I> {
                 };
                 (part, HashSet::new())
             });
-            // The settings the server reported last, should a part mix two lookups.
+            // Of the lookups a part mixes, the latest: the server's settings as they are now.
             part.settings = queued.settings;
             part.items.push(queued.item);
             part.messages.push(queued.message);
@@ -375,26 +384,15 @@ impl<I: Send + 'static> Lanes<I> {
 
 /// Which idle lane each waiting item (by key, in delivery order) goes to, or `None` to keep
 /// waiting. A key a busy lane is processing waits for it, so one key's items keep their order and
-/// never run in two lanes at once. Other keys spread over the idle lanes (a key's items all to one
-/// lane), each taking at most `batch`; once a lane is full, the rest of its keys wait too.
-fn assign(
-    keys: &[u64],
-    busy: &HashMap<u64, usize>,
-    idle: &[usize],
-    batch: usize,
-) -> Vec<Option<usize>> {
+/// never run in two lanes at once. Other keys spread over the idle lanes, a key's items all to one.
+fn assign(keys: &[u64], busy: &HashMap<u64, usize>, idle: &[usize]) -> Vec<Option<usize>> {
     let mut owner = busy.clone();
-    let mut taken: HashMap<usize, usize> = HashMap::new();
     keys.iter()
         .map(|key| {
             let lane = *owner
                 .entry(*key)
                 .or_insert_with(|| idle[(*key % idle.len() as u64) as usize]);
-            let count = taken.entry(lane).or_default();
-            (idle.contains(&lane) && *count < batch).then(|| {
-                *count += 1;
-                lane
-            })
+            idle.contains(&lane).then_some(lane)
         })
         .collect()
 }
@@ -594,21 +592,11 @@ mod tests {
     fn free_keys_spread_over_idle_lanes_and_a_busy_lanes_keys_wait() {
         // Lane 1 is busy with key 7; lanes 0 and 2 are idle.
         let busy = HashMap::from([(7, 1)]);
-        let keys = [4, 7, 5, 4, 8];
+        let keys = [4, 7, 5, 4, 8, 7, 5];
         assert_eq!(
-            assign(&keys, &busy, &[0, 2], 10),
-            [Some(0), None, Some(2), Some(0), Some(0)],
+            assign(&keys, &busy, &[0, 2]),
+            [Some(0), None, Some(2), Some(0), Some(0), None, Some(2)],
             "even keys to lane 0, odd to lane 2, key 7 waits for lane 1"
-        );
-    }
-
-    #[test]
-    fn a_full_lane_leaves_the_rest_of_its_keys_waiting_in_order() {
-        // One idle lane taking two at a time: key 1's third item must not overtake its second.
-        let keys = [1, 2, 1, 3, 1];
-        assert_eq!(
-            assign(&keys, &HashMap::new(), &[0], 2),
-            [Some(0), Some(0), None, None, None]
         );
     }
 }

@@ -1,5 +1,6 @@
-//! The consume loop's lanes against the real NATS: lanes commit at once, each in order, and a
-//! part waiting for its lane is kept alive on the server however long the lane is held.
+//! The consume loop's lanes against the real NATS: lanes commit at once, a key's items in order and
+//! in one lane at a time, and what waits for a busy lane is kept alive on the server however long
+//! that lane is held.
 
 use std::{
     sync::{Arc, Mutex},
@@ -33,6 +34,8 @@ struct Recorder {
     panic_once: std::sync::atomic::AtomicBool,
     /// Every attempt to process key 0 while held.
     held_attempts: Mutex<usize>,
+    /// The items of those attempts.
+    held_items: Mutex<Vec<(u64, u64)>>,
     /// What was committed: (key, seq, delivery count).
     committed: Mutex<Vec<(u64, u64, i64)>>,
 }
@@ -57,7 +60,7 @@ impl Handler for Recorder {
     }
 
     async fn process(&self, _consumer: &str, items: &[Self::Item]) -> sqlx::Result<Self::Done> {
-        if items.iter().any(|(lane, seq, _)| (*lane, *seq) == (0, 0))
+        if items.iter().any(|(key, seq, _)| (*key, *seq) == (0, 0))
             && self
                 .panic_once
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
@@ -66,6 +69,10 @@ impl Handler for Recorder {
         }
         if items.iter().any(|(key, _, _)| *key == 0) && *self.hold.lock().expect("lock") {
             *self.held_attempts.lock().expect("lock") += 1;
+            self.held_items
+                .lock()
+                .expect("lock")
+                .extend(items.iter().map(|(key, seq, _)| (*key, *seq)));
             return Err(sqlx::Error::PoolTimedOut);
         }
         Ok(items.to_vec())
@@ -156,7 +163,7 @@ impl Stage {
 }
 
 #[tokio::test]
-async fn lanes_commit_in_order_and_a_part_waiting_out_an_outage_is_not_redelivered() {
+async fn lanes_commit_in_order_and_what_waits_out_an_outage_is_not_redelivered() {
     let stage = Stage::start().await;
     // The first batch is in the stream before the loop starts, so one fetch takes all of it.
     for seq in 0..5 {
@@ -166,23 +173,23 @@ async fn lanes_commit_in_order_and_a_part_waiting_out_an_outage_is_not_redeliver
     let recorder = Arc::new(Recorder::default());
     *recorder.hold.lock().expect("lock") = true;
     let running = stage.consume(2, &recorder);
-    // Lane 0's part is held by the outage; lane 1's commits.
-    recorder.committed_reaches(5, "lane 1's first part").await;
-    // The second batch: lane 1 takes its part at once; lane 0's (published last, so every
-    // message is fetched by then) waits for its lane.
+    // Key 0's part is held by the outage; key 1's commits in the other lane.
+    recorder.committed_reaches(5, "key 1's first part").await;
+    // The second batch: the free lane takes key 1's items at once; key 0's (published last, so
+    // every message is fetched by then) waits for the lane that holds key 0.
     for seq in 5..10 {
         stage.publish(1, seq).await;
     }
     stage.publish(0, 5).await;
-    recorder.committed_reaches(10, "lane 1's second part").await;
+    recorder.committed_reaches(10, "key 1's second part").await;
     assert!(
         recorder
             .committed
             .lock()
             .expect("lock")
             .iter()
-            .all(|(lane, _, _)| *lane == 1),
-        "lane 0 is held; lane 1 went on without it"
+            .all(|(key, _, _)| *key == 1),
+        "key 0 is held; key 1 went on without it"
     );
 
     // Three ack waits later, the server still counts every held message as in progress: another
@@ -200,17 +207,17 @@ async fn lanes_commit_in_order_and_a_part_waiting_out_an_outage_is_not_redeliver
     );
     assert!(*recorder.held_attempts.lock().expect("lock") >= 2);
 
-    // The database is back: lane 0 commits both parts, in order, each message once and on its
+    // The database is back: key 0's two parts commit, in order, each message once and on its
     // first delivery.
     *recorder.hold.lock().expect("lock") = false;
-    recorder.committed_reaches(16, "lane 0's parts").await;
+    recorder.committed_reaches(16, "key 0's parts").await;
     let committed = recorder.committed.lock().expect("lock").clone();
-    let lane0: Vec<u64> = committed
+    let key0: Vec<u64> = committed
         .iter()
-        .filter(|(lane, _, _)| *lane == 0)
+        .filter(|(key, _, _)| *key == 0)
         .map(|(_, seq, _)| *seq)
         .collect();
-    assert_eq!(lane0, (0..6).collect::<Vec<_>>());
+    assert_eq!(key0, (0..6).collect::<Vec<_>>());
     assert!(
         committed.iter().all(|(_, _, delivered)| *delivered == 1),
         "{committed:?}"
@@ -240,6 +247,15 @@ async fn a_free_lane_takes_every_key_but_those_a_busy_lane_holds() {
     recorder
         .committed_reaches(5, "key 2, while key 0 is held")
         .await;
+    assert!(
+        recorder
+            .held_items
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|item| *item == (0, 0)),
+        "key 0's next item waits for the lane that holds key 0, not tried in another"
+    );
     *recorder.hold.lock().expect("lock") = false;
     recorder.committed_reaches(7, "key 0").await;
     let committed = recorder.committed.lock().expect("lock").clone();
@@ -284,7 +300,7 @@ async fn a_lane_whose_handler_panics_goes_on_and_the_events_come_back() {
     assert!(
         committed
             .iter()
-            .any(|(lane, seq, delivered)| (*lane, *seq) == (0, 0) && *delivered == 2),
+            .any(|(key, seq, delivered)| (*key, *seq) == (0, 0) && *delivered == 2),
         "the event whose batch panicked, redelivered: {committed:?}"
     );
 
