@@ -10,6 +10,9 @@
 #   KEEP=1 benches/tracking-load.sh          # keep the database leadflow_track_bench and the streams afterwards
 #   DRAIN_ONLY=1 benches/tracking-load.sh    # the scorer alone: batches are posted with it stopped,
 #                                             # then it is started and timed until it has drained
+#   PACED_ONLY=1 benches/tracking-load.sh    # the paced runs alone, on fresh leads: nearly every
+#                                             # event moves a score (after the flat-out runs most
+#                                             # leads' signals are at their caps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -146,8 +149,10 @@ if [ -n "${DRAIN_ONLY:-}" ]; then
   python3 -c "print('events stored and scored/s: %.0f  (%d events in %.1f s, from its start to the last stored)' % ($count/max($seconds, 0.001), $count, $seconds))"
   exit 0
 fi
-run track_batch "batches of $BATCH to /t/events, $CONNECTIONS connections, $DURATION" "$BATCH"
-run pixel "single pixels, $CONNECTIONS connections, $DURATION" 1
+if [ -z "${PACED_ONLY:-}" ]; then
+  run track_batch "batches of $BATCH to /t/events, $CONNECTIONS connections, $DURATION" "$BATCH"
+  run pixel "single pixels, $CONNECTIONS connections, $DURATION" 1
+fi
 # Paced runs use more connections: a connection waits for each answer before its next delay, so
 # on 4 connections a pixel every 0.8 ms each could not reach 5,000/s.
 export RATE=$RATE_PACED CONNECTIONS=${PACED_CONNECTIONS:-16}
