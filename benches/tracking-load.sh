@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load test of the scoring pipeline: tracking events into the gateway, through JetStream, stored
-# and scored by the scorer. Reports events accepted/s, events stored and scored/s (until the
-# scorer has drained) and the event-to-score latency from the scorer's Prometheus histogram.
+# and scored by the scorer. Reports events accepted/s, events stored and scored/s (from a run's
+# start to its last event's storing) and the event-to-score latency from the scorer's Prometheus
+# histogram.
 #
 #   benches/tracking-load.sh                  # batches of 100 over 10,000 leads, then pixels,
 #                                             # each flat out and then paced at RATE events/s
@@ -9,7 +10,7 @@
 #   PACED_CONNECTIONS=32 benches/tracking-load.sh  # connections of the paced runs (default 16)
 #   KEEP=1 benches/tracking-load.sh          # keep the database leadflow_track_bench and the streams afterwards
 #   DRAIN_ONLY=1 benches/tracking-load.sh    # the scorer alone: batches are posted with it stopped,
-#                                             # then it is started and timed until it has drained
+#                                             # then it is started and timed to the last event stored
 #   PACED_ONLY=1 benches/tracking-load.sh    # the paced runs alone, on fresh leads: nearly every
 #                                             # event moves a score (after the flat-out runs most
 #                                             # leads' signals are at their caps)
@@ -116,7 +117,7 @@ report("leadflow_consumer_batch_duration_seconds", "scorer batch, transaction to
 }
 
 run() { # scenario script label
-  local before start end after
+  local start
   histogram > "$work/histogram"
   start=$(date +%s.%N)
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "benches/wrk/$1.lua" "$G" > "$work/$1.txt"

@@ -165,15 +165,22 @@ impl Stage {
 #[tokio::test]
 async fn lanes_commit_in_order_and_what_waits_out_an_outage_is_not_redelivered() {
     let stage = Stage::start().await;
-    // The first batch is in the stream before the loop starts, so one fetch takes all of it.
+    // Key 0's part is in the stream before the loop starts, so one fetch takes all of it, and
+    // the outage holds it.
     for seq in 0..5 {
         stage.publish(0, seq).await;
-        stage.publish(1, seq).await;
     }
     let recorder = Arc::new(Recorder::default());
     *recorder.hold.lock().expect("lock") = true;
     let running = stage.consume(2, &recorder);
-    // Key 0's part is held by the outage; key 1's commits in the other lane.
+    eventually(Duration::from_secs(10), "key 0 held", || async {
+        (*recorder.held_attempts.lock().expect("lock") > 0).then_some(())
+    })
+    .await;
+    // Key 1's part commits in the other lane.
+    for seq in 0..5 {
+        stage.publish(1, seq).await;
+    }
     recorder.committed_reaches(5, "key 1's first part").await;
     // The second batch: the free lane takes key 1's items at once; key 0's (published last, so
     // every message is fetched by then) waits for the lane that holds key 0.
