@@ -10,7 +10,7 @@
 //!
 //! A batch is processed by lanes that commit at once. Items carry a key ([`Handler::key`]): items
 //! with one key are processed in the order they were delivered and never in two lanes at once;
-//! any other item goes to the first free lane. A lane that finishes does not wait for the
+//! any other item goes to whichever lane is free. A lane that finishes does not wait for the
 //! others: it takes what waits (but a busy lane's keys), and the loop fetches for it as soon as it
 //! has nothing to do. While every lane is busy nothing is fetched, so events gather in the stream
 //! and batches grow with the load. What waits is reported in progress to JetStream, so its ack
@@ -400,14 +400,14 @@ impl<I: Send + 'static> Lanes<I> {
 
 /// Which idle lane each waiting item (by key, in delivery order) goes to, or `None` to keep
 /// waiting. A key a busy lane is processing waits for it, so one key's items keep their order and
-/// never run in two lanes at once. Every other item goes to the first idle lane: one transaction
-/// for what came together costs less than a share in each idle lane, and the lanes left idle fetch
-/// what comes next at once.
+/// never run in two lanes at once. Other keys spread over the idle lanes, a key's items all to one:
+/// giving everything to one idle lane instead measured no faster and had a longer latency tail
+/// (docs/benchmarks.md, session 10).
 fn assign(keys: &[u64], busy: &HashMap<u64, usize>, idle: &[usize]) -> Vec<Option<usize>> {
     keys.iter()
         .map(|key| match busy.get(key) {
             Some(_) => None,
-            None => Some(idle[0]),
+            None => Some(idle[(*key % idle.len() as u64) as usize]),
         })
         .collect()
 }
@@ -604,14 +604,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn free_keys_go_to_one_idle_lane_and_a_busy_lanes_keys_wait() {
+    fn free_keys_spread_over_idle_lanes_and_a_busy_lanes_keys_wait() {
         // Lane 1 is busy with key 7; lanes 0 and 2 are idle.
         let busy = HashMap::from([(7, 1)]);
         let keys = [4, 7, 5, 4, 8, 7, 5];
         assert_eq!(
             assign(&keys, &busy, &[0, 2]),
-            [Some(0), None, Some(0), Some(0), Some(0), None, Some(0)],
-            "key 7 waits for lane 1; the rest go to lane 0"
+            [Some(0), None, Some(2), Some(0), Some(0), None, Some(2)],
+            "even keys to lane 0, odd to lane 2, key 7 waits for lane 1"
         );
     }
 }
