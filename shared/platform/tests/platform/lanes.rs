@@ -84,6 +84,32 @@ impl Handler for Recorder {
 }
 
 impl Recorder {
+    /// Waits until the outage has held a part with key 0.
+    async fn holding(&self) {
+        eventually(Duration::from_secs(10), "key 0 held", || async {
+            (*self.held_attempts.lock().expect("lock") > 0).then_some(())
+        })
+        .await;
+    }
+
+    /// Ends the outage, waits for `n` commits in all, and checks that key 0's are `seqs`, in
+    /// that order, and that every message committed was on its first delivery.
+    async fn release_and_expect(&self, n: usize, seqs: &[u64]) {
+        *self.hold.lock().expect("lock") = false;
+        self.committed_reaches(n, "key 0's parts").await;
+        let committed = self.committed.lock().expect("lock").clone();
+        let key0: Vec<u64> = committed
+            .iter()
+            .filter(|(key, _, _)| *key == 0)
+            .map(|(_, seq, _)| *seq)
+            .collect();
+        assert_eq!(key0, seqs, "key 0 in order: {committed:?}");
+        assert!(
+            committed.iter().all(|(_, _, delivered)| *delivered == 1),
+            "{committed:?}"
+        );
+    }
+
     async fn committed_reaches(&self, n: usize, what: &str) {
         eventually(Duration::from_secs(10), what, || async {
             (self.committed.lock().expect("lock").len() == n).then_some(())
@@ -173,10 +199,7 @@ async fn lanes_commit_in_order_and_what_waits_out_an_outage_is_not_redelivered()
     let recorder = Arc::new(Recorder::default());
     *recorder.hold.lock().expect("lock") = true;
     let running = stage.consume(2, &recorder);
-    eventually(Duration::from_secs(10), "key 0 held", || async {
-        (*recorder.held_attempts.lock().expect("lock") > 0).then_some(())
-    })
-    .await;
+    recorder.holding().await;
     // Key 1's part commits in the other lane.
     for seq in 0..5 {
         stage.publish(1, seq).await;
@@ -216,19 +239,9 @@ async fn lanes_commit_in_order_and_what_waits_out_an_outage_is_not_redelivered()
 
     // The database is back: key 0's two parts commit, in order, each message once and on its
     // first delivery.
-    *recorder.hold.lock().expect("lock") = false;
-    recorder.committed_reaches(16, "key 0's parts").await;
-    let committed = recorder.committed.lock().expect("lock").clone();
-    let key0: Vec<u64> = committed
-        .iter()
-        .filter(|(key, _, _)| *key == 0)
-        .map(|(_, seq, _)| *seq)
-        .collect();
-    assert_eq!(key0, (0..6).collect::<Vec<_>>());
-    assert!(
-        committed.iter().all(|(_, _, delivered)| *delivered == 1),
-        "{committed:?}"
-    );
+    recorder
+        .release_and_expect(16, &(0..6).collect::<Vec<_>>())
+        .await;
 
     stage.stop(running).await;
 }
@@ -243,10 +256,7 @@ async fn a_free_lane_takes_every_key_but_those_a_busy_lane_holds() {
     *recorder.hold.lock().expect("lock") = true;
     stage.publish(0, 0).await;
     let running = stage.consume(2, &recorder);
-    eventually(Duration::from_secs(10), "key 0 held", || async {
-        (*recorder.held_attempts.lock().expect("lock") > 0).then_some(())
-    })
-    .await;
+    recorder.holding().await;
     stage.publish(0, 1).await;
     for seq in 0..5 {
         stage.publish(2, seq).await;
@@ -263,19 +273,7 @@ async fn a_free_lane_takes_every_key_but_those_a_busy_lane_holds() {
             .all(|item| *item == (0, 0)),
         "key 0's next item waits for the lane that holds key 0, not tried in another"
     );
-    *recorder.hold.lock().expect("lock") = false;
-    recorder.committed_reaches(7, "key 0").await;
-    let committed = recorder.committed.lock().expect("lock").clone();
-    let key0: Vec<u64> = committed
-        .iter()
-        .filter(|(key, _, _)| *key == 0)
-        .map(|(_, seq, _)| *seq)
-        .collect();
-    assert_eq!(key0, [0, 1], "key 0 in order: {committed:?}");
-    assert!(
-        committed.iter().all(|(_, _, delivered)| *delivered == 1),
-        "{committed:?}"
-    );
+    recorder.release_and_expect(7, &[0, 1]).await;
     stage.stop(running).await;
 }
 
