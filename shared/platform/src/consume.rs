@@ -202,11 +202,8 @@ pub async fn run<H: Handler>(
         tokio::select! {
             () = token.cancelled() => break,
             Some(lane) = idle_rx.recv() => {
-                // Every lane that has finished releases its keys before what waits is handed out.
                 lanes.in_flight[lane] = None;
-                while let Ok(lane) = idle_rx.try_recv() {
-                    lanes.in_flight[lane] = None;
-                }
+                lanes.release_finished(&mut idle_rx);
                 lanes.dispatch().await;
             }
             Some(joined) = OptionFuture::from(fetching.as_mut()), if fetching.is_some() => {
@@ -220,30 +217,14 @@ pub async fn run<H: Handler>(
                             delays = crate::retry::backoff();
                             last_events = Instant::now();
                         }
-                        while let Ok(lane) = idle_rx.try_recv() {
-                            lanes.in_flight[lane] = None;
-                        }
-                        let settings = Settings::of(&current);
+                        lanes.release_finished(&mut idle_rx);
                         let batches = Batches {
                             platform: &platform,
                             handler: &*handler,
                             consumer: &name,
-                            settings,
+                            settings: Settings::of(&current),
                         };
-                        for message in messages {
-                            match handler.parse(&message) {
-                                Ok(item) => {
-                                    lanes.waiting.push_back(Queued {
-                                        key: handler.key(&item),
-                                        item,
-                                        message,
-                                        settings,
-                                        since: asked,
-                                    });
-                                }
-                                Err(reason) => batches.dead_letter(&message, &reason).await,
-                            }
-                        }
+                        batches.queue(&mut lanes, messages, asked).await;
                         lanes.dispatch().await;
                     }
                     Ok(Fetched { result: Err(e), .. }) => {
@@ -275,20 +256,13 @@ pub async fn run<H: Handler>(
         result: Ok(messages),
     })) = OptionFuture::from(fetching).await
     {
-        let settings = Settings::of(&consumer);
-        for message in messages {
-            match handler.parse(&message) {
-                Ok(item) => lanes.waiting.push_back(Queued {
-                    key: handler.key(&item),
-                    item,
-                    message,
-                    settings,
-                    since: asked,
-                }),
-                // Another instance dead-letters it.
-                Err(_) => nak(std::slice::from_ref(&message)).await,
-            }
-        }
+        let batches = Batches {
+            platform: &platform,
+            handler: &*handler,
+            consumer: &name,
+            settings: Settings::of(&consumer),
+        };
+        batches.queue(&mut lanes, messages, asked).await;
     }
     loop {
         let wake = lanes.next_progress();
@@ -312,12 +286,6 @@ struct Fetched {
     result: Result<Vec<Message>, async_nats::Error>,
 }
 
-async fn nak(messages: &[Message]) {
-    for message in messages {
-        let _ = message.ack_with(AckKind::Nak(None)).await;
-    }
-}
-
 /// The lanes as the loop sees them: the keys each busy lane is processing, and what waits.
 struct Lanes<I> {
     senders: Vec<mpsc::Sender<Part<I>>>,
@@ -336,23 +304,21 @@ impl<I: Send + 'static> Lanes<I> {
         self.in_flight.iter().any(Option::is_none) && self.waiting.len() < self.batch
     }
 
+    /// Marks every lane that has reported finishing as idle, so that all of them release their
+    /// keys before what waits is handed out.
+    fn release_finished(&mut self, finished: &mut mpsc::UnboundedReceiver<usize>) {
+        while let Ok(lane) = finished.try_recv() {
+            self.in_flight[lane] = None;
+        }
+    }
+
     /// Hands the idle lanes what waits for them (see [`assign`]).
     async fn dispatch(&mut self) {
-        let idle: Vec<usize> = (0..self.in_flight.len())
-            .filter(|&l| self.in_flight[l].is_none())
-            .collect();
-        if idle.is_empty() || self.waiting.is_empty() {
+        if self.waiting.is_empty() {
             return;
         }
-        let busy: HashMap<u64, usize> = self
-            .in_flight
-            .iter()
-            .enumerate()
-            .filter_map(|(lane, keys)| keys.as_ref().map(|keys| (lane, keys)))
-            .flat_map(|(lane, keys)| keys.iter().map(move |key| (*key, lane)))
-            .collect();
         let keys: Vec<u64> = self.waiting.iter().map(|q| q.key).collect();
-        let lanes = assign(&keys, &busy, &idle);
+        let lanes = assign(&keys, &self.in_flight);
         let mut parts: HashMap<usize, (Part<I>, HashSet<u64>)> = HashMap::new();
         let mut kept = VecDeque::new();
         for (queued, lane) in self.waiting.drain(..).zip(lanes) {
@@ -399,15 +365,19 @@ impl<I: Send + 'static> Lanes<I> {
 }
 
 /// Which idle lane each waiting item (by key, in delivery order) goes to, or `None` to keep
-/// waiting. A key a busy lane is processing waits for it, so one key's items keep their order and
-/// never run in two lanes at once. Other keys spread over the idle lanes, a key's items all to one:
-/// giving everything to one idle lane instead measured no faster and had a longer latency tail
-/// (docs/benchmarks.md, session 10).
-fn assign(keys: &[u64], busy: &HashMap<u64, usize>, idle: &[usize]) -> Vec<Option<usize>> {
+/// waiting, given the keys each lane is processing (`None`: idle). A key a busy lane is
+/// processing waits for it, so one key's items keep their order and never run in two lanes at
+/// once. Other keys spread over the idle lanes, a key's items all to one: giving everything to one
+/// idle lane instead measured no faster and had a longer latency tail (docs/benchmarks.md,
+/// session 10).
+fn assign(keys: &[u64], in_flight: &[Option<HashSet<u64>>]) -> Vec<Option<usize>> {
+    let idle: Vec<usize> = (0..in_flight.len())
+        .filter(|&lane| in_flight[lane].is_none())
+        .collect();
     keys.iter()
-        .map(|key| match busy.get(key) {
-            Some(_) => None,
-            None => Some(idle[(*key % idle.len() as u64) as usize]),
+        .map(|key| {
+            let busy = in_flight.iter().flatten().any(|keys| keys.contains(key));
+            (!busy && !idle.is_empty()).then(|| idle[(*key % idle.len() as u64) as usize])
         })
         .collect()
 }
@@ -529,6 +499,23 @@ impl<H: Handler> Batches<'_, H> {
         }
     }
 
+    /// Puts what a fetch brought in line for the lanes; a message that cannot be read goes to the
+    /// dead-letter subject at once.
+    async fn queue(&self, lanes: &mut Lanes<H::Item>, messages: Vec<Message>, asked: Instant) {
+        for message in messages {
+            match self.handler.parse(&message) {
+                Ok(item) => lanes.waiting.push_back(Queued {
+                    key: self.handler.key(&item),
+                    item,
+                    message,
+                    settings: self.settings,
+                    since: asked,
+                }),
+                Err(reason) => self.dead_letter(&message, &reason).await,
+            }
+        }
+    }
+
     async fn acknowledge(&self, messages: &[Message]) {
         // Plain acks, not confirmed ones: a lost ack only means a redelivery, which every
         // consumer turns into a no-op, and waiting for each confirmation costs a round trip.
@@ -606,12 +593,17 @@ mod tests {
     #[test]
     fn free_keys_spread_over_idle_lanes_and_a_busy_lanes_keys_wait() {
         // Lane 1 is busy with key 7; lanes 0 and 2 are idle.
-        let busy = HashMap::from([(7, 1)]);
+        let in_flight = [None, Some(HashSet::from([7])), None];
         let keys = [4, 7, 5, 4, 8, 7, 5];
         assert_eq!(
-            assign(&keys, &busy, &[0, 2]),
+            assign(&keys, &in_flight),
             [Some(0), None, Some(2), Some(0), Some(0), None, Some(2)],
             "even keys to lane 0, odd to lane 2, key 7 waits for lane 1"
+        );
+        assert_eq!(
+            assign(&[4, 5], &[Some(HashSet::from([7]))]),
+            [None, None],
+            "no idle lane: everything waits"
         );
     }
 }

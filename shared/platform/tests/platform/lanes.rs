@@ -176,13 +176,18 @@ impl Stage {
         ))
     }
 
-    /// Shuts down; the loop must end within 5 s without a panic.
-    async fn stop(self, running: JoinHandle<()>) {
+    /// Shuts the loop down; it must end within 5 s without a panic.
+    async fn halt(&self, running: JoinHandle<()>) {
         self.token.cancel();
         tokio::time::timeout(Duration::from_secs(5), running)
             .await
             .expect("the loop ends at shutdown")
             .expect("no panic escapes");
+    }
+
+    /// Shuts down and removes what the stage made.
+    async fn stop(self, running: JoinHandle<()>) {
+        self.halt(running).await;
         self.platform.close().await;
         drop_namespace(&self.namespace).await;
     }
@@ -275,6 +280,41 @@ async fn a_free_lane_takes_every_key_but_those_a_busy_lane_holds() {
     );
     recorder.release_and_expect(7, &[0, 1]).await;
     stage.stop(running).await;
+}
+
+/// At shutdown a part held by an outage goes back to JetStream, and what waited for its key
+/// follows it, in order and at once: another instance takes key 0's items in delivery order
+/// without waiting out an ack wait.
+#[tokio::test]
+async fn at_shutdown_a_held_part_and_what_waits_for_its_key_go_back_in_order() {
+    let stage = Stage::start().await;
+    let recorder = Arc::new(Recorder::default());
+    *recorder.hold.lock().expect("lock") = true;
+    stage.publish(0, 0).await;
+    let running = stage.consume(2, &recorder);
+    recorder.holding().await;
+    stage.publish(0, 1).await;
+    eventually(
+        Duration::from_secs(10),
+        "key 0's next item fetched",
+        || async {
+            let mut consumer = stage.platform.bus.consumer(&SPEC).await.ok()?;
+            (consumer.info().await.ok()?.num_ack_pending == 2).then_some(())
+        },
+    )
+    .await;
+    stage.halt(running).await;
+
+    let observer = stage.platform.bus.consumer(&SPEC).await.expect("consumer");
+    let back: Vec<String> = fetch(&observer, 10)
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(back, ["0:0", "0:1"], "handed back at once, in order");
+    assert!(recorder.committed.lock().expect("lock").is_empty());
+    stage.platform.close().await;
+    drop_namespace(&stage.namespace).await;
 }
 
 /// A handler that panics must not leave its lane busy for good: the lane goes on with the next
