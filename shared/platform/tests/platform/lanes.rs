@@ -176,6 +176,15 @@ impl Stage {
         ))
     }
 
+    /// A two-lane loop whose lane with item `0:0` is held by the outage.
+    async fn hold_key_0(&self, recorder: &Arc<Recorder>) -> JoinHandle<()> {
+        *recorder.hold.lock().expect("lock") = true;
+        self.publish(0, 0).await;
+        let running = self.consume(2, recorder);
+        recorder.holding().await;
+        running
+    }
+
     /// Shuts the loop down; it must end within 5 s without a panic.
     async fn halt(&self, running: JoinHandle<()>) {
         self.token.cancel();
@@ -258,10 +267,7 @@ async fn lanes_commit_in_order_and_what_waits_out_an_outage_is_not_redelivered()
 async fn a_free_lane_takes_every_key_but_those_a_busy_lane_holds() {
     let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
-    *recorder.hold.lock().expect("lock") = true;
-    stage.publish(0, 0).await;
-    let running = stage.consume(2, &recorder);
-    recorder.holding().await;
+    let running = stage.hold_key_0(&recorder).await;
     stage.publish(0, 1).await;
     for seq in 0..5 {
         stage.publish(2, seq).await;
@@ -289,10 +295,7 @@ async fn a_free_lane_takes_every_key_but_those_a_busy_lane_holds() {
 async fn at_shutdown_a_held_part_and_what_waits_for_its_key_go_back_in_order() {
     let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
-    *recorder.hold.lock().expect("lock") = true;
-    stage.publish(0, 0).await;
-    let running = stage.consume(2, &recorder);
-    recorder.holding().await;
+    let running = stage.hold_key_0(&recorder).await;
     stage.publish(0, 1).await;
     eventually(
         Duration::from_secs(10),
