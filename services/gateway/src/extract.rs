@@ -10,7 +10,7 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::{error::ApiError, policy::Actor, state::AppState};
+use crate::{error::ApiError, policy::Actor, state::AppState, unique_keys::UniqueKeys};
 
 /// `axum::Json`, with 400 (malformed), 413 (too large), 415 (not JSON) and 422 (wrong shape) as
 /// problem+json naming what is wrong.
@@ -22,7 +22,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         // Read as a JSON value first: every body the API takes is an object, and serde would
         // otherwise also fill a struct from an array of its fields in order (`[null, null]`).
-        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
+        // A key given twice is refused here (see `UniqueKeys`).
+        let axum::Json(UniqueKeys(value)) = axum::Json::<UniqueKeys>::from_request(req, state)
             .await
             .map_err(json_rejection)?;
         if !value.is_object() {

@@ -48,6 +48,7 @@ mod rate_limit;
 mod scores;
 mod state;
 mod tracking;
+mod unique_keys;
 mod users;
 mod webhooks;
 
@@ -126,6 +127,7 @@ pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow
     );
     platform.spawn(relay.run(platform.shutdown_token()));
     platform.spawn(shrink_rate_limits(state.clone()));
+    platform.spawn(auth::expired::sweep(state.clone()));
     platform.spawn(tracking::reload_keys(state.clone()));
 
     let (routes, spec) = router_and_spec();

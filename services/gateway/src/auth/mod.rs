@@ -1,5 +1,6 @@
 //! Accounts: register, login, refresh (rotation with reuse detection), logout, me (read and update).
 
+pub mod expired;
 mod me;
 pub mod password;
 pub mod sessions;

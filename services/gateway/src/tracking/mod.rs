@@ -115,11 +115,11 @@ pub async fn store(state: &AppState, events: &[Envelope]) -> Result<Stored, ApiE
         }
     }))
     .await;
-    let missed: Vec<&Envelope> = events
+    let missed: Vec<Envelope> = events
         .iter()
         .zip(&acks)
         .filter(|(_, ok)| !**ok)
-        .map(|(e, _)| e)
+        .map(|(e, _)| e.clone())
         .collect();
     if missed.is_empty() {
         state
@@ -129,12 +129,11 @@ pub async fn store(state: &AppState, events: &[Envelope]) -> Result<Stored, ApiE
         return Ok(Stored::Published);
     }
     // Same ids: if some did reach JetStream after all, de-duplication drops the second copy.
+    // One statement, a row per subject and hundred events: a NATS outage under load must not
+    // turn every tracked event into an outbox row for the relay to find and delete.
     let queued = tokio::time::timeout(Duration::from_secs(3), async {
-        let mut tx = state.platform.db.begin().await?;
-        for event in &missed {
-            outbox::enqueue(&mut tx, event).await?;
-        }
-        tx.commit().await?;
+        let mut conn = state.platform.db.acquire().await?;
+        outbox::enqueue_many(&mut conn, &missed).await?;
         Ok::<_, ApiError>(())
     })
     .await;

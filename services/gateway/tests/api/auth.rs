@@ -221,6 +221,44 @@ async fn logout_revokes_the_refresh_token() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn refresh_tokens_long_past_their_expiry_are_deleted_and_live_ones_kept() {
+    let app = TestApp::spawn().await;
+    let user = app.user("manager").await;
+    for (hash, expired_for) in [(b"long".as_slice(), "3 days"), (b"just", "1 hour")] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into refresh_tokens (user_id, token_hash, family_id, expires_at)
+             values ($1, $2, gen_random_uuid(), now() - interval '{expired_for}')"
+        )))
+        .bind(user.id)
+        .bind(hash)
+        .execute(&app.pool)
+        .await
+        .expect("an expired token");
+    }
+
+    // The gateway's own sweep may have run meanwhile: what is left is what counts.
+    leadflow_gateway::auth::expired::delete_expired(&app.pool)
+        .await
+        .expect("sweep");
+    let left: Vec<Vec<u8>> =
+        sqlx::query_scalar("select token_hash from refresh_tokens where expires_at < now()")
+            .fetch_all(&app.pool)
+            .await
+            .expect("expired tokens");
+    assert_eq!(left, [b"just".to_vec()], "the recently expired one is kept");
+    let (status, _) = app
+        .call(
+            "POST",
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": user.refresh})),
+        )
+        .await;
+    assert_eq!(status, 200, "a live sign-in is untouched");
+    app.stop().await;
+}
+
 fn forge(claims: Value, key: &[u8], alg: Algorithm) -> String {
     forge_with(Header::new(alg), claims, &EncodingKey::from_secret(key))
 }

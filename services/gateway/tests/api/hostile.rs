@@ -69,6 +69,42 @@ async fn a_nul_character_in_a_query_is_a_400_not_a_500() {
 }
 
 #[tokio::test]
+async fn a_key_given_twice_is_refused_not_guessed_at() {
+    let app = TestApp::spawn().await;
+    let admin = app.user("admin").await;
+    let lead = app
+        .create_lead(&admin.token, json!({"first_name": "Ada"}))
+        .await;
+    let path = format!("/api/leads/{}", lead["id"].as_str().expect("id"));
+    for body in [
+        r#"{"first_name": "Grace", "first_name": "Mallory"}"#,
+        r#"{"custom": {"plan": "pro", "plan": "free"}}"#,
+    ] {
+        let response = app
+            .client
+            .patch(app.url(&path))
+            .bearer_auth(&admin.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(response.status(), 422, "{body}");
+        let problem: Value = response.json().await.expect("problem");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("duplicate key")),
+            "{body}: {problem}"
+        );
+    }
+    let (_, stored) = app.call("GET", &path, Some(&admin.token), None).await;
+    assert_eq!(stored["first_name"], "Ada", "nothing changed: {stored}");
+    assert_eq!(stored["version"], lead["version"], "{stored}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_json_body_that_is_not_an_object_is_refused() {
     let app = TestApp::spawn().await;
     let admin = app.user("admin").await;
