@@ -404,6 +404,13 @@ struct LeadFacts {
     live: bool,
 }
 
+/// Whether the lead names an interest for [`matching_prices`] to match.
+fn has_interest(fact: &LeadFacts) -> bool {
+    fact.interest
+        .as_deref()
+        .is_some_and(|i| !i.trim().is_empty())
+}
+
 /// Prices of in-stock items whose name or category the interest mentions.
 fn matching_prices(interest: Option<&str>, inventory: &[(String, String, f64)]) -> Vec<f64> {
     let Some(interest) = interest
@@ -482,11 +489,17 @@ async fn rescore_many(
         mut signals,
         mut changed,
     } = folded;
-    let inventory: Vec<(String, String, f64)> = sqlx::query_as(
-        "select lower(name), lower(category), price::float8 from inventory_items where active and quantity > 0",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    // Every statement is a round trip, and under load each costs the scorer and its backend a
+    // wait for a CPU: a batch runs only the statements it needs.
+    let inventory: Vec<(String, String, f64)> = if facts.iter().any(has_interest) {
+        sqlx::query_as(
+            "select lower(name), lower(category), price::float8 from inventory_items where active and quantity > 0",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        Vec::new()
+    };
     let now = OffsetDateTime::now_utc();
 
     let mut scored: Vec<(LeadFacts, Option<Uuid>, Score)> = Vec::with_capacity(facts.len());
@@ -543,7 +556,10 @@ async fn rescore_many(
     // `created_at` is the insert's own time, not the transaction's start (`now()`): batches for a
     // lead take turns on its lock, and the one that started first may commit second, with the
     // fuller score. Ordering history by start time would make the older score look current.
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
+    let inserted: Vec<Uuid> = if scored.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar(
         "insert into lead_scores (id, lead_id, total, engagement, buying_signal, demographic, tier, confidence,
                                   confidence_value, breakdown, model_version, trigger_event_id, created_at)
          select id, lead_id, total, engagement, buying_signal, demographic, tier, confidence, confidence_value, breakdown, $11, trigger,
@@ -567,7 +583,8 @@ async fn rescore_many(
     .bind(model::MODEL_VERSION)
     .bind(&trigger_ids)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    };
     let inserted: BTreeSet<Uuid> = inserted.into_iter().collect();
 
     // Only what was newly scored moves the lead's current score and tells the notifier:
@@ -622,17 +639,19 @@ async fn rescore_many(
             changed.remove(&fact.id),
         );
     }
-    sqlx::query(
-        "insert into lead_insights (lead_id, score_id, kind, text, score)
-         select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float4[])",
-    )
-    .bind(&i_lead)
-    .bind(&i_score)
-    .bind(&i_kind)
-    .bind(&i_text)
-    .bind(&i_weight)
-    .execute(&mut *conn)
-    .await?;
+    if !i_lead.is_empty() {
+        sqlx::query(
+            "insert into lead_insights (lead_id, score_id, kind, text, score)
+             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float4[])",
+        )
+        .bind(&i_lead)
+        .bind(&i_score)
+        .bind(&i_kind)
+        .bind(&i_text)
+        .bind(&i_weight)
+        .execute(&mut *conn)
+        .await?;
+    }
     updates.apply(conn).await?;
     outbox::enqueue_many(conn, &events).await?;
     Ok(scored

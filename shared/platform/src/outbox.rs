@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use leadflow_events::Envelope;
-use sqlx::PgConnection;
+use serde_json::value::RawValue;
+use sqlx::{PgConnection, types::Json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -75,22 +76,37 @@ pub async fn enqueue_many(conn: &mut PgConnection, events: &[Envelope]) -> sqlx:
 }
 
 /// The messages of an outbox row: the row itself ([`enqueue`]), its id the `Nats-Msg-Id`; or
-/// the envelopes of an array ([`enqueue_many`]), each with its own id.
-fn messages_of(row: Uuid, payload: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
-    match payload.as_array() {
-        Some(envelopes) => envelopes
-            .iter()
-            .enumerate()
-            .map(|(i, envelope)| {
-                let id = envelope
-                    .get("id")
-                    .and_then(serde_json::Value::as_str)
-                    .map_or_else(|| format!("{row}-{i}"), str::to_owned);
-                (id, envelope)
-            })
-            .collect(),
-        None => vec![(row.to_string(), payload)],
+/// the envelopes of an array ([`enqueue_many`]), each with its own id. Envelopes are published as
+/// the text PostgreSQL returned: building and re-serializing a JSON tree of each was most of the
+/// relay's work, and only the ids are needed.
+fn messages_of(row: Uuid, payload: &RawValue) -> Vec<(String, &RawValue)> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Option<Uuid>,
     }
+    if !is_array(payload) {
+        return vec![(row.to_string(), payload)];
+    }
+    // Any JSON array reads as raw values; should that ever fail, the row goes out as one message
+    // (a consumer dead-letters it) rather than as none.
+    let Ok(envelopes) = serde_json::from_str::<Vec<&RawValue>>(payload.get()) else {
+        return vec![(row.to_string(), payload)];
+    };
+    envelopes
+        .into_iter()
+        .enumerate()
+        .map(|(i, envelope)| {
+            let id = serde_json::from_str::<Id>(envelope.get())
+                .ok()
+                .and_then(|e| e.id)
+                .map_or_else(|| format!("{row}-{i}"), |id| id.to_string());
+            (id, envelope)
+        })
+        .collect()
+}
+
+fn is_array(payload: &RawValue) -> bool {
+    payload.get().trim_start().starts_with('[')
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +216,7 @@ impl OutboxRelay {
             return Ok(Round::default());
         }
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(Uuid, String, serde_json::Value)> = sqlx::query_as(
+        let rows: Vec<(Uuid, String, Json<Box<RawValue>>)> = sqlx::query_as(
             "select id, subject, payload from outbox where id = any($1) and next_attempt_at <= now()
              order by next_attempt_at, created_at, id for update skip locked",
         )
@@ -212,13 +228,13 @@ impl OutboxRelay {
         }
         let messages: Vec<_> = rows
             .iter()
-            .map(|(id, _, payload)| messages_of(*id, payload))
+            .map(|(id, _, payload)| messages_of(*id, &payload.0))
             .collect();
 
         let mut sent = Vec::new();
         for ((_, subject, _), messages) in rows.iter().zip(&messages) {
             for (msg_id, payload) in messages {
-                let bytes = Bytes::from(serde_json::to_vec(payload).unwrap_or_default());
+                let bytes = Bytes::copy_from_slice(payload.get().as_bytes());
                 sent.push(self.bus.send(subject, msg_id.clone(), bytes).await);
             }
         }
@@ -234,7 +250,7 @@ impl OutboxRelay {
         let mut delivered = 0;
         let mut deleted = Vec::with_capacity(rows.len());
         // Rows with refused messages, what is left of them, and the first error.
-        let mut failed: Vec<(Uuid, serde_json::Value, i32, String)> = Vec::new();
+        let mut failed: Vec<(Uuid, Box<RawValue>, i32, String)> = Vec::new();
         let mut total = 0;
         for ((id, subject, payload), messages) in rows.iter().zip(&messages) {
             let stream = stream_of(subject);
@@ -258,7 +274,7 @@ impl OutboxRelay {
                             .events_publish_failed
                             .with_label_values(&[stream])
                             .inc();
-                        refused.push((*payload).clone());
+                        refused.push(*payload);
                         first_error.get_or_insert(e);
                     }
                 }
@@ -268,10 +284,11 @@ impl OutboxRelay {
                 Some(error) => {
                     // Only what was refused is sent again; a single event stays as it was.
                     let count = refused.len() as i32;
-                    let rest = if payload.is_array() {
-                        serde_json::Value::Array(refused)
+                    let rest = if is_array(&payload.0) {
+                        serde_json::value::to_raw_value(&refused)
+                            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?
                     } else {
-                        refused.remove(0)
+                        payload.0.clone()
                     };
                     failed.push((*id, rest, count, error));
                 }
@@ -291,7 +308,7 @@ impl OutboxRelay {
             )
             .bind(id)
             .bind(error)
-            .bind(rest)
+            .bind(Json(rest))
             .bind(count)
             .execute(&mut *tx)
             .await?;
@@ -384,5 +401,47 @@ impl OutboxRelay {
                 () = tokio::time::sleep(pause) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).expect("json")
+    }
+
+    #[test]
+    fn an_array_row_is_its_envelopes_as_stored_and_a_single_row_is_itself() {
+        let row = Uuid::now_v7();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let array = raw(&format!(
+            r#"[{{"id": "{a}", "data": {{"x": "é\n"}}}}, {{"data": 1}}, {{"id": "{b}"}}]"#
+        ));
+        let messages: Vec<(String, &str)> = messages_of(row, &array)
+            .into_iter()
+            .map(|(id, body)| (id, body.get()))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                (
+                    a.to_string(),
+                    format!(r#"{{"id": "{a}", "data": {{"x": "é\n"}}}}"#).as_str()
+                ),
+                (format!("{row}-1"), r#"{"data": 1}"#),
+                (b.to_string(), format!(r#"{{"id": "{b}"}}"#).as_str()),
+            ]
+        );
+        let single = raw(&format!(r#"{{"id": "{a}"}}"#));
+        let messages = messages_of(row, &single);
+        assert_eq!(messages.len(), 1);
+        assert_eq!(
+            messages[0].0,
+            row.to_string(),
+            "a single row goes by its row id"
+        );
+        assert_eq!(messages[0].1.get(), single.get());
     }
 }

@@ -2,6 +2,7 @@
 
 mod breaker;
 mod diagnose;
+mod loopback;
 mod migrate;
 pub mod nodelay;
 
@@ -103,9 +104,14 @@ impl Database {
         metrics: Arc<Metrics>,
     ) -> Result<Self, sqlx::Error> {
         let statement_timeout = cfg.db_statement_timeout.as_millis().to_string();
-        let connect_options = PgConnectOptions::from_str(cfg.database_url.expose())?
-            .application_name(application_name)
-            .options([("statement_timeout", statement_timeout.as_str())]);
+        let url = cfg.database_url.expose();
+        let connect_options = loopback::without_tls_on_loopback(
+            PgConnectOptions::from_str(url)?,
+            url,
+            std::env::var("PGSSLMODE").ok().as_deref(),
+        )
+        .application_name(application_name)
+        .options([("statement_timeout", statement_timeout.as_str())]);
         let port = connect_options.get_port();
         let pool = PgPoolOptions::new()
             .max_connections(cfg.db_pool_max)

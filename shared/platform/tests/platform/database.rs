@@ -84,6 +84,41 @@ async fn a_missing_database_and_an_unknown_user_are_told_apart() {
     );
 }
 
+/// Whether the pool's connections to `url` use TLS, as the server sees them.
+async fn uses_tls(url: &str) -> bool {
+    let db = database(url, &[]);
+    let tls: bool = sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        .fetch_one(db.pool())
+        .await
+        .expect("pg_stat_ssl");
+    db.close(Duration::from_secs(5)).await;
+    tls
+}
+
+#[tokio::test]
+async fn a_database_on_this_host_is_reached_without_tls_unless_the_url_asks_for_it() {
+    let test_db = TestDb::empty().await;
+    assert!(test_db.url.contains("127.0.0.1"), "{}", test_db.url);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&test_db.url)
+        .await
+        .expect("connect");
+    let offered: String = sqlx::query_scalar("show ssl")
+        .fetch_one(&mut conn)
+        .await
+        .expect("show ssl");
+    drop(conn);
+    assert_eq!(
+        offered, "on",
+        "PostgreSQL here offers TLS, as Debian's does"
+    );
+    assert!(!uses_tls(&test_db.url).await, "loopback: no TLS");
+    let separator = if test_db.url.contains('?') { '&' } else { '?' };
+    assert!(
+        uses_tls(&format!("{}{separator}sslmode=require", test_db.url)).await,
+        "asked for: TLS"
+    );
+}
+
 #[tokio::test]
 async fn a_reachable_database_is_connected_with_latency_and_pool_figures() {
     let test_db = TestDb::empty().await;
