@@ -69,10 +69,9 @@ pub struct ScorerArgs {
     pub score_warm_threshold: i32,
     /// Lanes each consumer runs: each commits a batch in a transaction of its own, at the same
     /// time as the others. A lead's events go to one lane at a time, so lanes do not wait for
-    /// each other's locks; PostgreSQL works on all of them in parallel. On two cores a third lane
-    /// shortened the latency tail but took the CPU the gateway needs for pixels
-    /// (docs/benchmarks.md, session 10).
-    #[arg(long, env = "SCORER_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// each other's locks; PostgreSQL works on all of them in parallel. Two lanes take work
+    /// whenever idle; the others only while a backlog waits (see `leadflow_platform::consume`).
+    #[arg(long, env = "SCORER_WORKERS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub scorer_workers: u16,
 }
 

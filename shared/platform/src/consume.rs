@@ -312,13 +312,19 @@ impl<I: Send + 'static> Lanes<I> {
         }
     }
 
-    /// Hands the idle lanes what waits for them (see [`assign`]).
+    /// Hands the idle lanes what waits for them (see [`assign`]). Lanes beyond the first
+    /// [`STEADY_LANES`] take work only while a backlog (half a batch or more) waits.
     async fn dispatch(&mut self) {
         if self.waiting.is_empty() {
             return;
         }
+        let usable = if self.waiting.len() >= self.batch.div_ceil(2) {
+            self.in_flight.len()
+        } else {
+            STEADY_LANES.min(self.in_flight.len())
+        };
         let keys: Vec<u64> = self.waiting.iter().map(|q| q.key).collect();
-        let lanes = assign(&keys, &self.in_flight);
+        let lanes = assign(&keys, &self.in_flight, usable);
         let mut parts: HashMap<usize, (Part<I>, HashSet<u64>)> = HashMap::new();
         let mut kept = VecDeque::new();
         for (queued, lane) in self.waiting.drain(..).zip(lanes) {
@@ -364,14 +370,20 @@ impl<I: Send + 'static> Lanes<I> {
     }
 }
 
-/// Which idle lane each waiting item (by key, in delivery order) goes to, or `None` to keep
-/// waiting, given the keys each lane is processing (`None`: idle). A key a busy lane is
+/// Lanes that take work whenever they are idle. More lanes take work only while a backlog waits:
+/// on two cores a third lane drained a backlog a sixth faster, but as a steady lane it split the
+/// small fetches of a pixel load into more transactions than the gateway could spare the CPU for
+/// (docs/benchmarks.md, sessions 10 and 11).
+const STEADY_LANES: usize = 2;
+
+/// Which idle lane among the first `usable` each waiting item (by key, in delivery order) goes
+/// to, or `None` to keep waiting, given the keys each lane is processing (`None`: idle). A key a busy lane is
 /// processing waits for it, so one key's items keep their order and never run in two lanes at
 /// once. Other keys spread over the idle lanes, a key's items all to one: giving everything to one
 /// idle lane instead measured no faster and had a longer latency tail (docs/benchmarks.md,
 /// session 10).
-fn assign(keys: &[u64], in_flight: &[Option<HashSet<u64>>]) -> Vec<Option<usize>> {
-    let idle: Vec<usize> = (0..in_flight.len())
+fn assign(keys: &[u64], in_flight: &[Option<HashSet<u64>>], usable: usize) -> Vec<Option<usize>> {
+    let idle: Vec<usize> = (0..usable.min(in_flight.len()))
         .filter(|&lane| in_flight[lane].is_none())
         .collect();
     keys.iter()
@@ -596,14 +608,34 @@ mod tests {
         let in_flight = [None, Some(HashSet::from([7])), None];
         let keys = [4, 7, 5, 4, 8, 7, 5];
         assert_eq!(
-            assign(&keys, &in_flight),
+            assign(&keys, &in_flight, 3),
             [Some(0), None, Some(2), Some(0), Some(0), None, Some(2)],
             "even keys to lane 0, odd to lane 2, key 7 waits for lane 1"
         );
         assert_eq!(
-            assign(&[4, 5], &[Some(HashSet::from([7]))]),
+            assign(&[4, 5], &[Some(HashSet::from([7]))], 1),
             [None, None],
             "no idle lane: everything waits"
+        );
+    }
+
+    #[test]
+    fn lanes_beyond_the_usable_ones_take_nothing_but_their_keys_still_wait_for_them() {
+        // Lane 2, not usable now (no backlog), is still busy with key 9.
+        let in_flight = [None, None, Some(HashSet::from([9]))];
+        assert_eq!(
+            assign(&[4, 9, 5], &in_flight, 2),
+            [Some(0), None, Some(1)],
+            "key 9 waits for lane 2; the rest go to lanes 0 and 1"
+        );
+        assert_eq!(
+            assign(
+                &[4, 5],
+                &[Some(HashSet::from([1])), Some(HashSet::from([2])), None],
+                2
+            ),
+            [None, None],
+            "only a lane that may not be used is idle: everything waits"
         );
     }
 }

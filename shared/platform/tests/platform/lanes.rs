@@ -26,13 +26,13 @@ const SPEC: ConsumerSpec = ConsumerSpec {
     filter: "engagement.>",
 };
 
-/// Items are `key:seq`. A part with key 0 fails as if the database were down while `hold` is set.
+/// Items are `key:seq`. A part with a key in `hold` fails as if the database were down.
 #[derive(Default)]
 struct Recorder {
-    hold: Mutex<bool>,
+    hold: Mutex<std::collections::HashSet<u64>>,
     /// Panic (once) when handed item `0:0`.
     panic_once: std::sync::atomic::AtomicBool,
-    /// Every attempt to process key 0 while held.
+    /// Every attempt to process a held key.
     held_attempts: Mutex<usize>,
     /// The items of those attempts.
     held_items: Mutex<Vec<(u64, u64)>>,
@@ -67,7 +67,8 @@ impl Handler for Recorder {
         {
             panic!("a bug in the handler");
         }
-        if items.iter().any(|(key, _, _)| *key == 0) && *self.hold.lock().expect("lock") {
+        let hold = self.hold.lock().expect("lock").clone();
+        if items.iter().any(|(key, _, _)| hold.contains(key)) {
             *self.held_attempts.lock().expect("lock") += 1;
             self.held_items
                 .lock()
@@ -95,7 +96,7 @@ impl Recorder {
     /// Ends the outage, waits for `n` commits in all, and checks that key 0's are `seqs`, in
     /// that order, and that every message committed was on its first delivery.
     async fn release_and_expect(&self, n: usize, seqs: &[u64]) {
-        *self.hold.lock().expect("lock") = false;
+        self.hold.lock().expect("lock").clear();
         self.committed_reaches(n, "key 0's parts").await;
         let committed = self.committed.lock().expect("lock").clone();
         let key0: Vec<u64> = committed
@@ -178,7 +179,7 @@ impl Stage {
 
     /// A two-lane loop whose lane with item `0:0` is held by the outage.
     async fn hold_key_0(&self, recorder: &Arc<Recorder>) -> JoinHandle<()> {
-        *recorder.hold.lock().expect("lock") = true;
+        recorder.hold.lock().expect("lock").insert(0);
         self.publish(0, 0).await;
         let running = self.consume(2, recorder);
         recorder.holding().await;
@@ -211,7 +212,7 @@ async fn lanes_commit_in_order_and_what_waits_out_an_outage_is_not_redelivered()
         stage.publish(0, seq).await;
     }
     let recorder = Arc::new(Recorder::default());
-    *recorder.hold.lock().expect("lock") = true;
+    recorder.hold.lock().expect("lock").insert(0);
     let running = stage.consume(2, &recorder);
     recorder.holding().await;
     // Key 1's part commits in the other lane.
@@ -285,6 +286,50 @@ async fn a_free_lane_takes_every_key_but_those_a_busy_lane_holds() {
         "key 0's next item waits for the lane that holds key 0, not tried in another"
     );
     recorder.release_and_expect(7, &[0, 1]).await;
+    stage.stop(running).await;
+}
+
+/// Two lanes take work whenever idle; a third only once half a batch waits (the loop's batch
+/// here is 10).
+#[tokio::test]
+async fn a_lane_beyond_two_takes_work_only_once_a_backlog_waits() {
+    let stage = Stage::start().await;
+    let recorder = Arc::new(Recorder::default());
+    recorder.hold.lock().expect("lock").extend([0, 1]);
+    stage.publish(0, 0).await;
+    stage.publish(1, 0).await;
+    let running = stage.consume(3, &recorder);
+    eventually(Duration::from_secs(10), "keys 0 and 1 held", || async {
+        let held = recorder.held_items.lock().expect("lock").clone();
+        (held.contains(&(0, 0)) && held.contains(&(1, 0))).then_some(())
+    })
+    .await;
+
+    // Both steady lanes are held; four items are no backlog, and the third lane leaves them.
+    for seq in 0..4 {
+        stage.publish(2, seq).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        recorder.committed.lock().expect("lock").is_empty(),
+        "the third lane took a trickle"
+    );
+    // The fifth makes half a batch: the third lane takes all five.
+    stage.publish(2, 4).await;
+    recorder
+        .committed_reaches(5, "key 2 in the third lane")
+        .await;
+    let committed: Vec<(u64, u64)> = recorder
+        .committed
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(key, seq, _)| (*key, *seq))
+        .collect();
+    assert_eq!(committed, (0..5).map(|seq| (2, seq)).collect::<Vec<_>>());
+
+    recorder.hold.lock().expect("lock").clear();
+    recorder.committed_reaches(7, "the held keys").await;
     stage.stop(running).await;
 }
 
