@@ -58,7 +58,7 @@ pub struct DatabaseConfig {
     )]
     pub database_url: DatabaseUrl,
     /// Most connections the pool opens.
-    #[arg(long, env = "DB_POOL_MAX", default_value_t = 10,
+    #[arg(long, env = "DB_POOL_MAX", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_pool_max: u32,
     /// Connections kept open even when idle.

@@ -10,10 +10,12 @@
 //!
 //! A batch is processed by lanes that commit at once. Items carry a key ([`Handler::key`]): items
 //! with one key are processed in the order they were delivered and never in two lanes at once;
-//! any other item goes to whichever lane is free. A lane that finishes does not wait for the
-//! others: it takes what waits (but a busy lane's keys), and the loop fetches for it as soon as it
-//! has nothing to do. While every lane is busy nothing is fetched, so events gather in the stream
-//! and batches grow with the load. What waits is reported in progress to JetStream, so its ack
+//! any other item goes to whichever free lane may take it. The first two lanes take work whenever
+//! they are free; lanes beyond them only while half a batch or more waits, which the loop learns by
+//! fetching for them. A lane that finishes does not wait for the others: it takes what waits (but a
+//! busy lane's keys), and the loop fetches for it as soon as it has nothing to do. While every lane
+//! is busy nothing is fetched, so events gather in the stream and batches grow with the load. What
+//! waits is reported in progress to JetStream, so its ack
 //! wait never runs out however long a busy lane's batch takes (a database outage).
 
 use std::{
@@ -373,7 +375,7 @@ impl<I: Send + 'static> Lanes<I> {
 /// Lanes that take work whenever they are idle. More lanes take work only while a backlog waits:
 /// on two cores a third lane drained a backlog a sixth faster, but as a steady lane it split the
 /// small fetches of a pixel load into more transactions than the gateway could spare the CPU for
-/// (docs/benchmarks.md, sessions 10 and 11).
+/// (docs/benchmarks.md, session 10; as a backlog lane, session 11).
 const STEADY_LANES: usize = 2;
 
 /// Which idle lane among the first `usable` each waiting item (by key, in delivery order) goes

@@ -18,13 +18,23 @@ const _: () = assert!(KEEP_EXPIRED.as_secs() > leadflow_platform::access::MAX_AC
 const CHUNK: i64 = 5_000;
 
 /// Deletes refresh tokens that expired more than [`KEEP_EXPIRED`] ago; returns how many.
+///
+/// A rotated token points at its successor (`replaced_by`, `on delete set null`), and a revoked
+/// token that points nowhere marks its sign-in as ended (`leadflow_platform::access`, the
+/// notifier's ticket check). So a token goes only with every token that points at it: oldest
+/// first, and never while one that points at it is kept, which happens when the refresh-token
+/// lifetime was shortened and a successor expires before its predecessor.
 pub async fn delete_expired(pool: &PgPool) -> sqlx::Result<u64> {
     let mut deleted = 0;
     loop {
         let done = sqlx::query(
             "delete from refresh_tokens where id in (
-                 select id from refresh_tokens
-                 where expires_at < now() - make_interval(secs => $1)
+                 select r.id from refresh_tokens r
+                 where r.expires_at < now() - make_interval(secs => $1)
+                   and not exists (select 1 from refresh_tokens p
+                                   where p.replaced_by = r.id
+                                     and p.expires_at >= now() - make_interval(secs => $1))
+                 order by r.expires_at
                  limit $2 for update skip locked)",
         )
         .bind(KEEP_EXPIRED.as_secs_f64())

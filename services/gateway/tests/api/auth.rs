@@ -225,28 +225,61 @@ async fn logout_revokes_the_refresh_token() {
 async fn refresh_tokens_long_past_their_expiry_are_deleted_and_live_ones_kept() {
     let app = TestApp::spawn().await;
     let user = app.user("manager").await;
-    for (hash, expired_for) in [(b"long".as_slice(), "3 days"), (b"just", "1 hour")] {
+    // (hash, expired this long ago, the token it was rotated into). "old" and "older" are a
+    // sign-in rotated twice, long expired. "kept" was rotated into "short", which expired first
+    // (the lifetime was shortened since): deleting "short" would make "kept" look like the last
+    // token of an ended sign-in, so it stays while "kept" does.
+    let tokens: [(&[u8], &str, Option<&[u8]>); 5] = [
+        (b"older", "4 days", Some(b"old")),
+        (b"old", "3 days", None),
+        (b"kept", "1 hour", Some(b"short")),
+        (b"short", "3 days", None),
+        (b"just", "1 hour", None),
+    ];
+    for (hash, expired_for, _) in tokens.iter().rev() {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "insert into refresh_tokens (user_id, token_hash, family_id, expires_at)
-             values ($1, $2, gen_random_uuid(), now() - interval '{expired_for}')"
+            "insert into refresh_tokens (user_id, token_hash, family_id, expires_at, revoked_at)
+             values ($1, $2, gen_random_uuid(), now() - interval '{expired_for}', now() - interval '5 days')"
         )))
         .bind(user.id)
-        .bind(hash)
+        .bind(*hash)
         .execute(&app.pool)
         .await
         .expect("an expired token");
+    }
+    for (hash, _, successor) in tokens {
+        sqlx::query(
+            "update refresh_tokens set replaced_by = (select id from refresh_tokens where token_hash = $2)
+             where token_hash = $1",
+        )
+        .bind(hash)
+        .bind(successor)
+        .execute(&app.pool)
+        .await
+        .expect("the chain");
     }
 
     // The gateway's own sweep may have run meanwhile: what is left is what counts.
     leadflow_gateway::auth::expired::delete_expired(&app.pool)
         .await
         .expect("sweep");
-    let left: Vec<Vec<u8>> =
-        sqlx::query_scalar("select token_hash from refresh_tokens where expires_at < now()")
-            .fetch_all(&app.pool)
-            .await
-            .expect("expired tokens");
-    assert_eq!(left, [b"just".to_vec()], "the recently expired one is kept");
+    let left: Vec<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+        "select r.token_hash, s.token_hash from refresh_tokens r
+         left join refresh_tokens s on s.id = r.replaced_by
+         where r.expires_at < now() order by r.token_hash",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("expired tokens");
+    assert_eq!(
+        left,
+        [
+            (b"just".to_vec(), None),
+            (b"kept".to_vec(), Some(b"short".to_vec())),
+            (b"short".to_vec(), None),
+        ],
+        "the long-expired chain is gone; a token still pointed at stays"
+    );
     let (status, _) = app
         .call(
             "POST",

@@ -3,31 +3,39 @@
 //! sqlx, like libpq, defaults to `sslmode=prefer`: TLS whenever the server offers it, as Debian's
 //! PostgreSQL does out of the box. Over the loopback interface TLS protects nothing (traffic never
 //! leaves the machine) and costs every round trip encryption on both ends: a twelfth of the
-//! scorer's CPU in a drain. A URL or `PGSSLMODE` that names an `sslmode` is always obeyed.
+//! scorer's CPU in a drain. Any TLS setting in the URL (`sslmode`, `ssl-mode`, `sslrootcert`, ...)
+//! or a `PGSSL*` variable is taken as asking for TLS and always obeyed; so is a URL whose host is
+//! not a loopback address. A local forwarder that carries the connection off this host must
+//! therefore name an `sslmode`.
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-/// `options` with TLS off if the database is on this host and nobody asked for an `sslmode`.
+/// `options` with TLS off if the database is on this host and nothing asks for TLS. `pgssl_env`
+/// says whether any `PGSSL*` variable is set.
 pub fn without_tls_on_loopback(
     options: PgConnectOptions,
     url: &str,
-    env_sslmode: Option<&str>,
+    pgssl_env: bool,
 ) -> PgConnectOptions {
-    if asks_for_sslmode(url) || env_sslmode.is_some_and(|m| !m.is_empty()) {
+    if pgssl_env || asks_for_tls(url) || !is_loopback(options.get_host()) {
         return options;
     }
-    if is_loopback(options.get_host()) {
-        options.ssl_mode(PgSslMode::Disable)
-    } else {
-        options
-    }
+    options.ssl_mode(PgSslMode::Disable)
 }
 
-fn asks_for_sslmode(url: &str) -> bool {
-    url.split_once('?').is_some_and(|(_, query)| {
-        query
-            .split('&')
-            .any(|pair| pair.split('=').next() == Some("sslmode"))
+/// Whether a `PGSSL*` variable (`PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, ...) is set.
+pub fn pgssl_env() -> bool {
+    std::env::vars_os().any(|(name, value)| {
+        name.to_str().is_some_and(|n| n.starts_with("PGSSL")) && !value.is_empty()
+    })
+}
+
+/// Whether the URL sets anything about TLS: every such parameter, in either spelling sqlx takes,
+/// starts with `ssl`.
+fn asks_for_tls(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|url| {
+        url.query_pairs()
+            .any(|(key, _)| key.to_ascii_lowercase().starts_with("ssl"))
     })
 }
 
@@ -46,13 +54,9 @@ mod tests {
 
     use super::*;
 
-    fn mode(url: &str, env: Option<&str>) -> PgSslMode {
-        // As sqlx builds them: `PGSSLMODE` first, the URL's `sslmode` over it.
-        let mut options = PgConnectOptions::from_str(url).expect("url");
-        if let Some(env) = env.filter(|_| !asks_for_sslmode(url)) {
-            options = options.ssl_mode(env.parse().expect("mode"));
-        }
-        without_tls_on_loopback(options, url, env).get_ssl_mode()
+    fn mode(url: &str, pgssl_env: bool) -> PgSslMode {
+        let options = PgConnectOptions::from_str(url).expect("url");
+        without_tls_on_loopback(options, url, pgssl_env).get_ssl_mode()
     }
 
     #[test]
@@ -63,23 +67,31 @@ mod tests {
             "postgres://postgres@[::1]:5432/db",
             "postgres://u:p@127.0.0.2/db?application_name=x",
         ] {
-            assert!(matches!(mode(url, None), PgSslMode::Disable), "{url}");
+            assert!(matches!(mode(url, false), PgSslMode::Disable), "{url}");
         }
         assert!(matches!(
-            mode("postgres://db.internal:5432/db", None),
+            mode("postgres://db.internal:5432/db", false),
             PgSslMode::Prefer
         ));
-        assert!(matches!(
-            mode("postgres://127.0.0.1/db?sslmode=require", None),
-            PgSslMode::Require
-        ));
-        assert!(matches!(
-            mode("postgres://127.0.0.1/db?x=1&sslmode=prefer", None),
-            PgSslMode::Prefer
-        ));
-        assert!(matches!(
-            mode("postgres://127.0.0.1/db", Some("verify-full")),
-            PgSslMode::VerifyFull
-        ));
+        for url in [
+            "postgres://127.0.0.1/db?sslmode=require",
+            "postgres://127.0.0.1/db?ssl-mode=require",
+            "postgres://127.0.0.1/db?x=1&sslmode=require",
+        ] {
+            assert!(matches!(mode(url, false), PgSslMode::Require), "{url}");
+        }
+        for url in [
+            "postgres://127.0.0.1/db?sslrootcert=/etc/ca.pem",
+            "postgres://127.0.0.1/db?ssl-root-cert=/etc/ca.pem",
+        ] {
+            assert!(
+                !matches!(mode(url, false), PgSslMode::Disable),
+                "a certificate asks for TLS: {url}"
+            );
+        }
+        assert!(
+            matches!(mode("postgres://127.0.0.1/db", true), PgSslMode::Prefer),
+            "a PGSSL* variable asks for TLS"
+        );
     }
 }

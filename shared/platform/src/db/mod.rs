@@ -108,7 +108,7 @@ impl Database {
         let connect_options = loopback::without_tls_on_loopback(
             PgConnectOptions::from_str(url)?,
             url,
-            std::env::var("PGSSLMODE").ok().as_deref(),
+            loopback::pgssl_env(),
         )
         .application_name(application_name)
         .options([("statement_timeout", statement_timeout.as_str())]);
