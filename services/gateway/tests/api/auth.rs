@@ -221,15 +221,17 @@ async fn logout_revokes_the_refresh_token() {
     app.stop().await;
 }
 
+/// A token's hash, how long ago it expired, and the hash of the token it was rotated into.
+type ExpiredToken = (&'static [u8], &'static str, Option<&'static [u8]>);
+
 #[tokio::test]
 async fn refresh_tokens_long_past_their_expiry_are_deleted_and_live_ones_kept() {
     let app = TestApp::spawn().await;
     let user = app.user("manager").await;
-    // (hash, expired this long ago, the token it was rotated into). "old" and "older" are a
-    // sign-in rotated twice, long expired. "kept" was rotated into "short", which expired first
-    // (the lifetime was shortened since): deleting "short" would make "kept" look like the last
-    // token of an ended sign-in, so it stays while "kept" does.
-    let tokens: [(&[u8], &str, Option<&[u8]>); 5] = [
+    // "old" and "older" are a sign-in rotated twice, long expired. "kept" was rotated into
+    // "short", which expired first (the lifetime was shortened since): deleting "short" would make
+    // "kept" look like the last token of an ended sign-in, so it stays while "kept" does.
+    let tokens: [ExpiredToken; 5] = [
         (b"older", "4 days", Some(b"old")),
         (b"old", "3 days", None),
         (b"kept", "1 hour", Some(b"short")),
