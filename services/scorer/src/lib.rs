@@ -70,8 +70,10 @@ pub struct ScorerArgs {
     /// Lanes each consumer runs: each commits a batch in a transaction of its own, at the same
     /// time as the others. A lead's events go to one lane at a time, so lanes do not wait for
     /// each other's locks; PostgreSQL works on all of them in parallel. Two lanes take work
-    /// whenever idle; the others only while a backlog waits (see `leadflow_platform::consume`).
-    #[arg(long, env = "SCORER_WORKERS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// whenever idle; more only while a backlog waits (see `leadflow_platform::consume`). A third
+    /// drains a backlog faster but costs a pixel load CPU on two cores (docs/benchmarks.md,
+    /// session 11), so two is the default.
+    #[arg(long, env = "SCORER_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub scorer_workers: u16,
 }
 

@@ -12,7 +12,7 @@
 //! with one key are processed in the order they were delivered and never in two lanes at once;
 //! any other item goes to whichever free lane may take it. The first two lanes take work whenever
 //! they are free; lanes beyond them only while half a batch or more waits, which the loop learns by
-//! fetching for them. A lane that finishes does not wait for the others: it takes what waits (but a
+//! pulling for them, at most every [`BACKLOG_POLL`] while the first two are busy. A lane that finishes does not wait for the others: it takes what waits (but a
 //! busy lane's keys), and the loop fetches for it as soon as it has nothing to do. While every lane
 //! is busy nothing is fetched, so events gather in the stream and batches grow with the load. What
 //! waits is reported in progress to JetStream, so its ack
@@ -173,13 +173,21 @@ pub async fn run<H: Handler>(
     // The fetch runs as a task of its own, so that lanes going idle are served while it waits.
     let mut fetching: Option<JoinHandle<Fetched>> = None;
     let mut next_fetch = Instant::now();
+    // While only lanes beyond the steady ones are idle, pulls only look for a backlog: at most
+    // one per `BACKLOG_POLL`, not one after every pull that brought something.
+    let mut backlog_poll = Instant::now();
     // When a pull last brought events.
     let mut last_events = Instant::now();
     loop {
         // Fetch only for a lane with nothing to do, and only while less than a batch waits: while
         // every lane is busy, events gather in the stream and the next fetch takes them together,
         // so batches grow with the load.
-        if fetching.is_none() && Instant::now() >= next_fetch && lanes.wants_more() {
+        let earliest = if lanes.steady_idle() {
+            next_fetch
+        } else {
+            next_fetch.max(backlog_poll)
+        };
+        if fetching.is_none() && Instant::now() >= earliest && lanes.wants_more() {
             if consumer.is_none() {
                 match platform.bus.consumer(&spec).await {
                     Ok(c) => consumer = Some(c),
@@ -199,7 +207,7 @@ pub async fn run<H: Handler>(
         // Wake for a waiting item's progress, or for the next pull after an empty one or a
         // failed one. A deadline already past wakes at once: checking it against the clock again here could
         // miss it, and the loop would then never fetch again.
-        let retry = (fetching.is_none() && lanes.wants_more()).then_some(next_fetch);
+        let retry = (fetching.is_none() && lanes.wants_more()).then_some(earliest);
         let wake = lanes.next_progress().into_iter().chain(retry).min();
         tokio::select! {
             () = token.cancelled() => break,
@@ -210,6 +218,7 @@ pub async fn run<H: Handler>(
             }
             Some(joined) = OptionFuture::from(fetching.as_mut()), if fetching.is_some() => {
                 fetching = None;
+                backlog_poll = Instant::now() + BACKLOG_POLL;
                 match joined {
                     Ok(Fetched { consumer: current, asked, result: Ok(messages) }) => {
                         if messages.is_empty() {
@@ -306,6 +315,14 @@ impl<I: Send + 'static> Lanes<I> {
         self.in_flight.iter().any(Option::is_none) && self.waiting.len() < self.batch
     }
 
+    /// Whether a lane that takes work whenever idle is idle.
+    fn steady_idle(&self) -> bool {
+        self.in_flight
+            .iter()
+            .take(STEADY_LANES)
+            .any(Option::is_none)
+    }
+
     /// Marks every lane that has reported finishing as idle, so that all of them release their
     /// keys before what waits is handed out.
     fn release_finished(&mut self, finished: &mut mpsc::UnboundedReceiver<usize>) {
@@ -375,7 +392,8 @@ impl<I: Send + 'static> Lanes<I> {
 /// Lanes that take work whenever they are idle. More lanes take work only while a backlog waits:
 /// on two cores a third lane drained a backlog a sixth faster, but as a steady lane it split the
 /// small fetches of a pixel load into more transactions than the gateway could spare the CPU for
-/// (docs/benchmarks.md, session 10; as a backlog lane, session 11).
+/// (docs/benchmarks.md, session 10). As a backlog lane it still cost pixels some (session 11),
+/// which is why the scorer runs two lanes unless told otherwise.
 const STEADY_LANES: usize = 2;
 
 /// Which idle lane among the first `usable` each waiting item (by key, in delivery order) goes
@@ -400,6 +418,9 @@ fn assign(keys: &[u64], in_flight: &[Option<HashSet<u64>>], usable: usize) -> Ve
 /// (a steady sender's next events are a few milliseconds away), rarely once the stream has been
 /// quiet for a while, so an idle consumer costs the server ten pulls a second.
 const BUSY_POLL: Duration = Duration::from_millis(5);
+/// How often the loop pulls while only lanes beyond the steady ones are idle: half a batch (250
+/// events for the scorer) gathers in 25 ms at 10,000 events/s.
+const BACKLOG_POLL: Duration = Duration::from_millis(20);
 const QUIET_POLL: Duration = Duration::from_millis(100);
 const QUIET_AFTER: Duration = Duration::from_millis(200);
 
