@@ -134,49 +134,21 @@ async fn unknown_users_and_wrong_passwords_get_the_same_answer_and_both_are_audi
 async fn refresh_rotates_and_a_reused_refresh_token_signs_out_the_whole_family() {
     let app = TestApp::spawn().await;
     let user = app.user("sales_rep").await;
-    let (status, second) = app
-        .call(
-            "POST",
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": user.refresh})),
-        )
-        .await;
+    let (status, second) = refresh(&app, &user.refresh).await;
     assert_eq!(status, 200, "{second}");
     let second_refresh = second["refresh_token"]
         .as_str()
         .expect("rotated")
         .to_owned();
     assert_ne!(second_refresh, user.refresh);
-    let (status, third) = app
-        .call(
-            "POST",
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": second_refresh})),
-        )
-        .await;
+    let (status, third) = refresh(&app, &second_refresh).await;
     assert_eq!(status, 200);
     let third_refresh = third["refresh_token"].as_str().expect("rotated").to_owned();
 
     // An attacker replays the first token: it fails, and so does the legitimate latest one.
-    let (status, _) = app
-        .call(
-            "POST",
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": user.refresh})),
-        )
-        .await;
+    let (status, _) = refresh(&app, &user.refresh).await;
     assert_eq!(status, 401);
-    let (status, _) = app
-        .call(
-            "POST",
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": third_refresh})),
-        )
-        .await;
+    let (status, _) = refresh(&app, &third_refresh).await;
     assert_eq!(status, 401, "the family is revoked");
     assert!(
         app.count("select count(*) from audit_log where action = 'auth.refresh_reuse'")
@@ -184,14 +156,7 @@ async fn refresh_rotates_and_a_reused_refresh_token_signs_out_the_whole_family()
             >= 1
     );
 
-    let (status, _) = app
-        .call(
-            "POST",
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": "made-up"})),
-        )
-        .await;
+    let (status, _) = refresh(&app, "made-up").await;
     assert_eq!(status, 401);
     app.stop().await;
 }
@@ -209,16 +174,20 @@ async fn logout_revokes_the_refresh_token() {
         )
         .await;
     assert_eq!(status, 204);
-    let (status, _) = app
-        .call(
-            "POST",
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": user.refresh})),
-        )
-        .await;
+    let (status, _) = refresh(&app, &user.refresh).await;
     assert_eq!(status, 401);
     app.stop().await;
+}
+
+/// `POST /api/auth/refresh` with `token`.
+async fn refresh(app: &TestApp, token: &str) -> (u16, Value) {
+    app.call(
+        "POST",
+        "/api/auth/refresh",
+        None,
+        Some(json!({ "refresh_token": token })),
+    )
+    .await
 }
 
 /// A token's hash, how long ago it expired, and the hash of the token it was rotated into.
@@ -282,14 +251,7 @@ async fn refresh_tokens_long_past_their_expiry_are_deleted_and_live_ones_kept() 
         ],
         "the long-expired chain is gone; a token still pointed at stays"
     );
-    let (status, _) = app
-        .call(
-            "POST",
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": user.refresh})),
-        )
-        .await;
+    let (status, _) = refresh(&app, &user.refresh).await;
     assert_eq!(status, 200, "a live sign-in is untouched");
     app.stop().await;
 }
@@ -392,14 +354,7 @@ async fn every_kind_of_forged_expired_revoked_or_misused_token_gets_a_401_proble
         .await;
     assert_eq!(status, 204);
     let replayed = app.user("sales_rep").await;
-    let (status, rotated) = app
-        .call(
-            "POST",
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": replayed.refresh})),
-        )
-        .await;
+    let (status, rotated) = refresh(&app, &replayed.refresh).await;
     assert_eq!(status, 200, "{rotated}");
     let rotated_access = rotated["access_token"].as_str().expect("access").to_owned();
     let (status, _) = app
