@@ -528,6 +528,68 @@ async fn rescore_many(
         .partition(|(fact, _, score)| record == Record::Always || moved(fact, score));
 
     let ids: Vec<Uuid> = scored.iter().map(|_| Uuid::now_v7()).collect();
+    let inserted = insert_history(conn, &scored, &ids).await?;
+
+    // Only what was newly scored moves the lead's current score and tells the notifier:
+    // a redelivered trigger has been recorded already.
+    let mut insights = Insights::default();
+    let mut updates = LeadUpdates::default();
+    let mut events = Vec::new();
+    for ((fact, trigger, score), score_id) in scored.iter().zip(&ids) {
+        let recorded = inserted.contains(score_id);
+        updates.push(
+            fact.id,
+            recorded.then_some(score),
+            activity.get(&fact.id).copied(),
+            changed.remove(&fact.id),
+        );
+        if !recorded {
+            continue;
+        }
+        insights.push(fact.id, *score_id, score);
+        let event = Envelope::new(subjects::SCORES_UPDATED, "scorer")
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?
+            .with_lead(fact.id)
+            .with_data(json!({
+                "score_id": score_id,
+                "owner_id": fact.owner_id,
+                "old_score": fact.score,
+                "new_score": score.total,
+                "old_tier": fact.tier,
+                "new_tier": score.tier.as_str(),
+                "trigger_event_id": trigger,
+            }))
+            .with_traceparent(leadflow_platform::telemetry::current_traceparent());
+        events.push(event);
+    }
+    for (fact, _, _) in &unchanged {
+        updates.push(
+            fact.id,
+            None,
+            activity.get(&fact.id).copied(),
+            changed.remove(&fact.id),
+        );
+    }
+    insights.insert(conn).await?;
+    updates.apply(conn).await?;
+    outbox::enqueue_many(conn, &events).await?;
+    Ok(scored
+        .into_iter()
+        .chain(unchanged)
+        .map(|(fact, _, score)| (fact.id, score))
+        .collect())
+}
+
+/// Appends a history row for each scored lead, `ids` their row ids; returns the ids inserted. A
+/// trigger event already recorded (a redelivery) inserts nothing.
+async fn insert_history(
+    conn: &mut PgConnection,
+    scored: &[(LeadFacts, Option<Uuid>, Score)],
+    ids: &[Uuid],
+) -> sqlx::Result<BTreeSet<Uuid>> {
+    if scored.is_empty() {
+        return Ok(BTreeSet::new());
+    }
     let lead_ids: Vec<Uuid> = scored.iter().map(|(f, _, _)| f.id).collect();
     let totals: Vec<i16> = scored.iter().map(|(_, _, s)| s.total as i16).collect();
     let engagement: Vec<f32> = scored.iter().map(|(_, _, s)| s.engagement as f32).collect();
@@ -556,10 +618,7 @@ async fn rescore_many(
     // `created_at` is the insert's own time, not the transaction's start (`now()`): batches for a
     // lead take turns on its lock, and the one that started first may commit second, with the
     // fuller score. Ordering history by start time would make the older score look current.
-    let inserted: Vec<Uuid> = if scored.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_scalar(
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
         "insert into lead_scores (id, lead_id, total, engagement, buying_signal, demographic, tier, confidence,
                                   confidence_value, breakdown, model_version, trigger_event_id, created_at)
          select id, lead_id, total, engagement, buying_signal, demographic, tier, confidence, confidence_value, breakdown, $11, trigger,
@@ -570,7 +629,7 @@ async fn rescore_many(
          on conflict (lead_id, trigger_event_id) where trigger_event_id is not null do nothing
          returning id",
     )
-    .bind(&ids)
+    .bind(ids)
     .bind(&lead_ids)
     .bind(&totals)
     .bind(&engagement)
@@ -582,83 +641,54 @@ async fn rescore_many(
     .bind(&breakdowns)
     .bind(model::MODEL_VERSION)
     .bind(&trigger_ids)
-    .fetch_all(&mut *conn)
-    .await?
-    };
-    let inserted: BTreeSet<Uuid> = inserted.into_iter().collect();
+    .fetch_all(conn)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
 
-    // Only what was newly scored moves the lead's current score and tells the notifier:
-    // a redelivered trigger has been recorded already.
-    let (mut i_lead, mut i_score, mut i_kind, mut i_text, mut i_weight) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut updates = LeadUpdates::default();
-    let mut events = Vec::new();
-    for ((fact, trigger, score), score_id) in scored.iter().zip(&ids) {
-        let recorded = inserted.contains(score_id);
-        updates.push(
-            fact.id,
-            recorded.then_some(score),
-            activity.get(&fact.id).copied(),
-            changed.remove(&fact.id),
-        );
-        if !recorded {
-            continue;
-        }
+/// The insights of newly recorded scores, written in one statement.
+#[derive(Default)]
+struct Insights {
+    lead: Vec<Uuid>,
+    score: Vec<Uuid>,
+    kind: Vec<String>,
+    text: Vec<String>,
+    weight: Vec<f32>,
+}
+
+impl Insights {
+    fn push(&mut self, lead: Uuid, score_id: Uuid, score: &Score) {
         for insight in &score.insights {
-            i_lead.push(fact.id);
-            i_score.push(*score_id);
-            i_kind.push(
+            self.lead.push(lead);
+            self.score.push(score_id);
+            self.kind.push(
                 serde_json::to_value(insight.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
             );
-            i_text.push(insight.text.clone());
-            i_weight.push(insight.score as f32);
+            self.text.push(insight.text.clone());
+            self.weight.push(insight.score as f32);
         }
-        let event = Envelope::new(subjects::SCORES_UPDATED, "scorer")
-            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?
-            .with_lead(fact.id)
-            .with_data(json!({
-                "score_id": score_id,
-                "owner_id": fact.owner_id,
-                "old_score": fact.score,
-                "new_score": score.total,
-                "old_tier": fact.tier,
-                "new_tier": score.tier.as_str(),
-                "trigger_event_id": trigger,
-            }))
-            .with_traceparent(leadflow_platform::telemetry::current_traceparent());
-        events.push(event);
     }
-    for (fact, _, _) in &unchanged {
-        updates.push(
-            fact.id,
-            None,
-            activity.get(&fact.id).copied(),
-            changed.remove(&fact.id),
-        );
-    }
-    if !i_lead.is_empty() {
+
+    async fn insert(self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        if self.lead.is_empty() {
+            return Ok(());
+        }
         sqlx::query(
             "insert into lead_insights (lead_id, score_id, kind, text, score)
              select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float4[])",
         )
-        .bind(&i_lead)
-        .bind(&i_score)
-        .bind(&i_kind)
-        .bind(&i_text)
-        .bind(&i_weight)
-        .execute(&mut *conn)
+        .bind(&self.lead)
+        .bind(&self.score)
+        .bind(&self.kind)
+        .bind(&self.text)
+        .bind(&self.weight)
+        .execute(conn)
         .await?;
+        Ok(())
     }
-    updates.apply(conn).await?;
-    outbox::enqueue_many(conn, &events).await?;
-    Ok(scored
-        .into_iter()
-        .chain(unchanged)
-        .map(|(fact, _, score)| (fact.id, score))
-        .collect())
 }
 
 /// One statement's changes to leads, a lead an entry: a new score, where one was recorded; the

@@ -12,11 +12,12 @@
 //! with one key are processed in the order they were delivered and never in two lanes at once;
 //! any other item goes to whichever free lane may take it. The first two lanes take work whenever
 //! they are free; lanes beyond them only while half a batch or more waits, which the loop learns by
-//! pulling for them, at most every [`BACKLOG_POLL`] while the first two are busy. A lane that finishes does not wait for the others: it takes what waits (but a
-//! busy lane's keys), and the loop fetches for it as soon as it has nothing to do. While every lane
-//! is busy nothing is fetched, so events gather in the stream and batches grow with the load. What
-//! waits is reported in progress to JetStream, so its ack
-//! wait never runs out however long a busy lane's batch takes (a database outage).
+//! pulling for them, at most every [`BACKLOG_POLL`] while the first two are busy. A lane that
+//! finishes does not wait for the others: it takes what waits (but a busy lane's keys), and the
+//! loop fetches for it as soon as it has nothing to do. While every lane is busy nothing is
+//! fetched, so events gather in the stream and batches grow with the load. What waits is reported
+//! in progress to JetStream, so its ack wait never runs out however long a busy lane's batch takes
+//! (a database outage).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -315,6 +316,16 @@ impl<I: Send + 'static> Lanes<I> {
         self.in_flight.iter().any(Option::is_none) && self.waiting.len() < self.batch
     }
 
+    /// How many lanes, counted from the first, may take work now: the [`STEADY_LANES`] always,
+    /// the rest only while a backlog (half a batch or more) waits.
+    fn usable(&self) -> usize {
+        if self.waiting.len() >= self.batch.div_ceil(2) {
+            self.in_flight.len()
+        } else {
+            STEADY_LANES.min(self.in_flight.len())
+        }
+    }
+
     /// Whether a lane that takes work whenever idle is idle.
     fn steady_idle(&self) -> bool {
         self.in_flight
@@ -331,19 +342,13 @@ impl<I: Send + 'static> Lanes<I> {
         }
     }
 
-    /// Hands the idle lanes what waits for them (see [`assign`]). Lanes beyond the first
-    /// [`STEADY_LANES`] take work only while a backlog (half a batch or more) waits.
+    /// Hands the idle lanes that may take work what waits for them (see [`assign`], [`Lanes::usable`]).
     async fn dispatch(&mut self) {
         if self.waiting.is_empty() {
             return;
         }
-        let usable = if self.waiting.len() >= self.batch.div_ceil(2) {
-            self.in_flight.len()
-        } else {
-            STEADY_LANES.min(self.in_flight.len())
-        };
         let keys: Vec<u64> = self.waiting.iter().map(|q| q.key).collect();
-        let lanes = assign(&keys, &self.in_flight, usable);
+        let lanes = assign(&keys, &self.in_flight, self.usable());
         let mut parts: HashMap<usize, (Part<I>, HashSet<u64>)> = HashMap::new();
         let mut kept = VecDeque::new();
         for (queued, lane) in self.waiting.drain(..).zip(lanes) {
@@ -397,8 +402,8 @@ impl<I: Send + 'static> Lanes<I> {
 const STEADY_LANES: usize = 2;
 
 /// Which idle lane among the first `usable` each waiting item (by key, in delivery order) goes
-/// to, or `None` to keep waiting, given the keys each lane is processing (`None`: idle). A key a busy lane is
-/// processing waits for it, so one key's items keep their order and never run in two lanes at
+/// to, or `None` to keep waiting, given the keys each lane is processing (`None`: idle). A key a
+/// busy lane is processing waits for it, so one key's items keep their order and never run in two lanes at
 /// once. Other keys spread over the idle lanes, a key's items all to one: giving everything to one
 /// idle lane instead measured no faster and had a longer latency tail (docs/benchmarks.md,
 /// session 10).

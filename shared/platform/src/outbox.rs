@@ -39,7 +39,10 @@ const EVENTS_PER_ROW: usize = 100;
 /// of one subject, each row's payload an array of envelopes. A scorer batch re-scores hundreds of
 /// leads; a row per event cost it a third of its outbox time to write, and as much again for the
 /// relay to find and delete them.
-pub async fn enqueue_many(conn: &mut PgConnection, events: &[Envelope]) -> sqlx::Result<()> {
+pub async fn enqueue_many<'a>(
+    conn: &mut PgConnection,
+    events: impl IntoIterator<Item = &'a Envelope>,
+) -> sqlx::Result<()> {
     let mut by_subject: std::collections::BTreeMap<&str, Vec<&Envelope>> = Default::default();
     for event in events {
         by_subject.entry(&event.kind).or_default().push(event);

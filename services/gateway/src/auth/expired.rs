@@ -25,19 +25,19 @@ const CHUNK: i64 = 5_000;
 /// first, and never while one that points at it is kept, which happens when the refresh-token
 /// lifetime was shortened and a successor expires before its predecessor.
 pub async fn delete_expired(pool: &PgPool) -> sqlx::Result<u64> {
+    let cutoff = time::OffsetDateTime::now_utc() - KEEP_EXPIRED;
     let mut deleted = 0;
     loop {
         let done = sqlx::query(
             "delete from refresh_tokens where id in (
                  select r.id from refresh_tokens r
-                 where r.expires_at < now() - make_interval(secs => $1)
+                 where r.expires_at < $1
                    and not exists (select 1 from refresh_tokens p
-                                   where p.replaced_by = r.id
-                                     and p.expires_at >= now() - make_interval(secs => $1))
+                                   where p.replaced_by = r.id and p.expires_at >= $1)
                  order by r.expires_at
                  limit $2 for update skip locked)",
         )
-        .bind(KEEP_EXPIRED.as_secs_f64())
+        .bind(cutoff)
         .bind(CHUNK)
         .execute(pool)
         .await?

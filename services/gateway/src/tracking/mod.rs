@@ -115,11 +115,11 @@ pub async fn store(state: &AppState, events: &[Envelope]) -> Result<Stored, ApiE
         }
     }))
     .await;
-    let missed: Vec<Envelope> = events
+    let missed: Vec<&Envelope> = events
         .iter()
         .zip(&acks)
         .filter(|(_, ok)| !**ok)
-        .map(|(e, _)| e.clone())
+        .map(|(e, _)| e)
         .collect();
     if missed.is_empty() {
         state
@@ -133,7 +133,7 @@ pub async fn store(state: &AppState, events: &[Envelope]) -> Result<Stored, ApiE
     // turn every tracked event into an outbox row for the relay to find and delete.
     let queued = tokio::time::timeout(Duration::from_secs(3), async {
         let mut conn = state.platform.db.acquire().await?;
-        outbox::enqueue_many(&mut conn, &missed).await?;
+        outbox::enqueue_many(&mut conn, missed.iter().copied()).await?;
         Ok::<_, ApiError>(())
     })
     .await;

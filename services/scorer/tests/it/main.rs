@@ -261,6 +261,11 @@ async fn engagement_events_score_the_lead_once_however_often_they_arrive() {
         breakdown.to_string().contains("test_drive_request"),
         "{breakdown}"
     );
+    // The lead names an interest, so the batch read the inventory and found the SUV in stock.
+    assert!(
+        breakdown.to_string().contains("interest_in_stock"),
+        "{breakdown}"
+    );
     assert!(
         scorer
             .count("select count(*) from lead_insights where kind = 'opportunity'")
