@@ -1,5 +1,5 @@
 -- A frontend's mix: 60% GET /api/leads/{id}, 30% a list page, 10% POST /api/leads.
--- CRUD_RATE (requests/s over all CONNECTIONS) paces each connection.
+-- CRUD_RATE (requests/s over all threads) paces the requests.
 local ids = {}
 local counter = 0
 function init(args)
@@ -21,10 +21,4 @@ function request()
   return wrk.format("POST", "/api/leads", auth, body)
 end
 
-local rate = tonumber(os.getenv("CRUD_RATE") or "0")
-local connections = tonumber(os.getenv("CRUD_CONNECTIONS") or "1")
-if rate > 0 then
-  function delay()
-    return 1000 * connections / rate
-  end
-end
+delay = dofile("benches/wrk/pace.lua")(tonumber(os.getenv("CRUD_RATE") or "0"))

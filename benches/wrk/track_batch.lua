@@ -17,15 +17,5 @@ function request()
   }, '{"events":[' .. table.concat(parts, ",") .. ']}')
 end
 
--- RATE (events/s over all CONNECTIONS) paces each connection instead of sending flat out.
-local rate = tonumber(os.getenv("RATE") or "0")
-local connections = tonumber(os.getenv("CONNECTIONS") or "1")
-if rate > 0 then
-  -- Exponential gaps with the connection's mean share, not a fixed one: with a fixed gap every
-  -- connection, started at the same moment, posted in step, and 16 batches landed together every
-  -- 320 ms (1,600 events at once at 5,000/s), which measured the burst, not the rate.
-  local mean = 1000 * connections * batch / rate
-  function delay()
-    return -mean * math.log(1 - math.random())
-  end
-end
+-- RATE (events/s over all threads) paces the requests instead of sending flat out.
+delay = dofile("benches/wrk/pace.lua")(tonumber(os.getenv("RATE") or "0") / batch)
