@@ -865,6 +865,84 @@ async fn a_requested_rescore_waits_for_a_batch_changing_the_same_lead() {
     scorer.stop().await;
 }
 
+/// A batch locks its leads before it reads them. When another transaction is changing a lead
+/// (here a batch of another lane: a signal and a budget), the batch waits for it and folds its
+/// events into what that transaction committed, instead of overwriting it with a score and signals
+/// folded from what it read before.
+#[tokio::test]
+async fn a_batch_waits_for_a_lead_being_changed_and_scores_what_was_committed() {
+    let scorer = Scorer::start().await;
+    let lead = scorer.lead("truck", 30_000.0).await;
+    let processor = std::sync::Arc::new(leadflow_scorer::processor::Processor {
+        pool: scorer.pool.clone(),
+        config: Default::default(),
+    });
+
+    let mut other = scorer.pool.begin().await.expect("tx");
+    sqlx::query(
+        "update leads set budget = 90000, signals = signals || jsonb_build_object('page_view',
+             jsonb_build_object('value', 5, 'as_of', now(), 'count', 5))
+         where id = $1",
+    )
+    .bind(lead)
+    .execute(&mut *other)
+    .await
+    .expect("change");
+
+    let events = vec![
+        engagement("page_view", lead, json!({})),
+        engagement("page_view", lead, json!({})),
+    ];
+    let batch = tokio::spawn({
+        let processor = processor.clone();
+        async move { processor.process(&events).await }
+    });
+    eventually(Duration::from_secs(10), "the batch to wait for the lead", || async {
+        scorer
+            .count("select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'")
+            .await
+            .eq(&1)
+            .then_some(())
+    })
+    .await;
+    other.commit().await.expect("commit");
+
+    let outcome = batch.await.expect("task").expect("batch committed");
+    assert_eq!(outcome.stored, 2);
+    let (count, budget): (i64, f64) = sqlx::query_as(
+        "select (signals->'page_view'->>'count')::int8, budget::float8 from leads where id = $1",
+    )
+    .bind(lead)
+    .fetch_one(&scorer.pool)
+    .await
+    .expect("lead");
+    assert_eq!(
+        count, 7,
+        "the other transaction's five page views and the batch's two"
+    );
+    assert_eq!(budget, 90_000.0);
+    let (score, history): (i16, i16) = sqlx::query_as(
+        "select l.score, s.total from leads l join lead_scores s on s.lead_id = l.id
+         where l.id = $1 order by s.created_at desc limit 1",
+    )
+    .bind(lead)
+    .fetch_one(&scorer.pool)
+    .await
+    .expect("score");
+    let fresh = {
+        let mut conn = scorer.pool.acquire().await.expect("connection");
+        leadflow_scorer::processor::rescore(&mut conn, lead, None, &Default::default())
+            .await
+            .expect("rescore")
+    };
+    assert_eq!(
+        (i32::from(score), i32::from(history)),
+        (fresh.total, fresh.total),
+        "the score recorded is the one the committed facts give"
+    );
+    scorer.stop().await;
+}
+
 /// Migration 14 moves each lead's signals from their own table onto the lead's row, and a scorer
 /// of the earlier release, still running during a rollout, gets a transient error (40001, which
 /// its consume loop retries) instead of scoring from no signals or writing where no one reads.
