@@ -943,6 +943,92 @@ async fn a_batch_waits_for_a_lead_being_changed_and_scores_what_was_committed() 
     scorer.stop().await;
 }
 
+/// Engagement events, history rows and insights refuse a row naming a lead or score that does not
+/// exist, go with a lead that is deleted, and keep ids from changing. Their foreign keys cost a
+/// query per row written, which is why dropping them keeps coming up (docs/benchmarks.md, session
+/// 12): whatever replaces them must pass this.
+#[tokio::test]
+async fn scoring_rows_refer_only_to_what_exists_and_go_with_a_deleted_lead() {
+    let scorer = Scorer::start().await;
+    let (lead, kept) = (
+        scorer.lead("truck", 30_000.0).await,
+        scorer.lead("van", 20_000.0).await,
+    );
+    let processor = leadflow_scorer::processor::Processor {
+        pool: scorer.pool.clone(),
+        config: Default::default(),
+    };
+    let events: Vec<Envelope> = [lead, kept]
+        .into_iter()
+        .flat_map(|l| (0..3).map(move |_| engagement("pricing_view", l, json!({}))))
+        .collect();
+    processor.process(&events).await.expect("batch");
+    let rows = |lead: Uuid| {
+        let pool = scorer.pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, i64, i64)>(
+                "select (select count(*) from lead_engagement_events where lead_id = $1),
+                        (select count(*) from lead_scores where lead_id = $1),
+                        (select count(*) from lead_insights i join lead_scores s on s.id = i.score_id where s.lead_id = $1)",
+            )
+            .bind(lead)
+            .fetch_one(&pool)
+            .await
+            .expect("counts")
+        }
+    };
+    let (events_of_lead, scores_of_lead, insights_of_lead) = rows(lead).await;
+    assert_eq!(events_of_lead, 3);
+    assert!(
+        scores_of_lead >= 1 && insights_of_lead >= 1,
+        "scored with insights"
+    );
+    let kept_before = rows(kept).await;
+
+    let refused = |sql: &'static str| {
+        let pool = scorer.pool.clone();
+        async move {
+            let error = sqlx::query(sql)
+                .bind(Uuid::now_v7())
+                .execute(&pool)
+                .await
+                .expect_err("refused");
+            let code = error
+                .as_database_error()
+                .and_then(|e| e.code().map(|c| c.into_owned()));
+            assert_eq!(code.as_deref(), Some("23503"), "{sql}: {error}");
+        }
+    };
+    refused("insert into lead_engagement_events (event_id, lead_id, event_type, occurred_at) values (gen_random_uuid(), $1, 'page_view', now())").await;
+    refused("update lead_engagement_events set lead_id = $1").await;
+    refused("insert into lead_scores (lead_id, total, engagement, buying_signal, demographic, tier, confidence, confidence_value, model_version)
+             values ($1, 10, 0, 0, 0, 'cold', 'low', 0, 'v1')").await;
+    refused("insert into lead_insights (lead_id, score_id, kind, text) select lead_id, $1, 'concern', 'x' from lead_scores limit 1").await;
+    refused("update leads set id = $1 where first_name = 'Test' and interest = 'truck'").await;
+    assert_eq!(
+        rows(lead).await,
+        (events_of_lead, scores_of_lead, insights_of_lead),
+        "nothing refused was written"
+    );
+
+    sqlx::query("delete from leads where id = $1")
+        .bind(lead)
+        .execute(&scorer.pool)
+        .await
+        .expect("delete");
+    assert_eq!(
+        rows(lead).await,
+        (0, 0, 0),
+        "the lead's events, history and insights went with it"
+    );
+    let orphans: i64 = scorer
+        .count("select count(*) from lead_insights i where not exists (select from lead_scores s where s.id = i.score_id)")
+        .await;
+    assert_eq!(orphans, 0);
+    assert_eq!(rows(kept).await, kept_before, "another lead's rows stay");
+    scorer.stop().await;
+}
+
 /// Migration 14 moves each lead's signals from their own table onto the lead's row, and a scorer
 /// of the earlier release, still running during a rollout, gets a transient error (40001, which
 /// its consume loop retries) instead of scoring from no signals or writing where no one reads.
