@@ -646,9 +646,13 @@ async fn insert_history(
     Ok(inserted.into_iter().collect())
 }
 
-/// The insights of newly recorded scores, written in one statement.
+/// The insights of newly recorded scores, written in one statement. Their ids are UUID v7, like
+/// the history rows': time-ordered keys go to the right edge of the primary key's index, where
+/// random ones (the column's default) would each land on a page of their own across an index that
+/// grows with every score ever recorded.
 #[derive(Default)]
 struct Insights {
+    id: Vec<Uuid>,
     lead: Vec<Uuid>,
     score: Vec<Uuid>,
     kind: Vec<String>,
@@ -659,6 +663,7 @@ struct Insights {
 impl Insights {
     fn push(&mut self, lead: Uuid, score_id: Uuid, score: &Score) {
         for insight in &score.insights {
+            self.id.push(Uuid::now_v7());
             self.lead.push(lead);
             self.score.push(score_id);
             self.kind.push(
@@ -677,9 +682,10 @@ impl Insights {
             return Ok(());
         }
         sqlx::query(
-            "insert into lead_insights (lead_id, score_id, kind, text, score)
-             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float4[])",
+            "insert into lead_insights (id, lead_id, score_id, kind, text, score)
+             select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::float4[])",
         )
+        .bind(&self.id)
         .bind(&self.lead)
         .bind(&self.score)
         .bind(&self.kind)

@@ -272,6 +272,16 @@ async fn engagement_events_score_the_lead_once_however_often_they_arrive() {
             .await
             >= 1
     );
+    // History rows and insights get time-ordered ids (UUID v7), which keep their primary keys'
+    // inserts at the index's right edge (docs/benchmarks.md, session 12).
+    assert_eq!(
+        scorer
+            .count("select count(*) from (select id from lead_scores union all select id from lead_insights) r
+                    where substr(r.id::text, 15, 1) <> '7'")
+            .await,
+        0,
+        "every id is a UUID v7"
+    );
 
     // Replayed after the de-duplication window (a new Nats-Msg-Id, the same envelope ids).
     for event in &batch {
