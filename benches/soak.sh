@@ -14,6 +14,7 @@ INTERVAL=${INTERVAL:-60}                 # seconds
 export RATE=${RATE:-1000}                # tracking events/s
 export CRUD_RATE=${CRUD_RATE:-100}       # CRUD requests/s
 export CONNECTIONS=${CONNECTIONS:-8} CRUD_CONNECTIONS=${CRUD_CONNECTIONS:-8} BATCH=${BATCH:-20}
+export WRK_THREADS=1                     # the pacing divides RATE over wrk's threads (-t1 below)
 LEADS=${LEADS:-10000}
 DB=leadflow_soak
 PG=postgres://postgres@127.0.0.1:5432

@@ -4,7 +4,6 @@ local ids = {}
 local counter = 0
 function init(args)
   for line in io.lines(os.getenv("LEAD_IDS")) do ids[#ids + 1] = line end
-  math.randomseed(os.time() + math.random(100000))
 end
 function request()
   local auth = { ["Authorization"] = "Bearer " .. os.getenv("TOKEN") }

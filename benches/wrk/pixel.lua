@@ -2,7 +2,6 @@
 local ids = {}
 function init(args)
   for line in io.lines(os.getenv("LEAD_IDS")) do ids[#ids + 1] = line end
-  math.randomseed(os.time() + math.random(100000))
 end
 function request()
   return wrk.format("GET", string.format("/t/pixel.gif?k=%s&lead=%s&e=page_view", os.getenv("WRITE_KEY"), ids[math.random(#ids)]))

@@ -4,7 +4,6 @@ local batch = tonumber(os.getenv("BATCH") or "100")
 local types = { "page_view", "email_open", "email_click", "pricing_view", "calculator_use" }
 function init(args)
   for line in io.lines(os.getenv("LEAD_IDS")) do ids[#ids + 1] = line end
-  math.randomseed(os.time() + math.random(100000))
 end
 function request()
   local parts = {}

@@ -876,7 +876,7 @@ async fn a_requested_rescore_waits_for_a_batch_changing_the_same_lead() {
 }
 
 /// A batch locks its leads before it reads them. When another transaction is changing a lead
-/// (here a batch of another lane: a signal and a budget), the batch waits for it and folds its
+/// (here a lead edit and a signal, as a rescore or another writer might), the batch waits for it and folds its
 /// events into what that transaction committed, instead of overwriting it with a score and signals
 /// folded from what it read before.
 #[tokio::test]
@@ -953,8 +953,8 @@ async fn a_batch_waits_for_a_lead_being_changed_and_scores_what_was_committed() 
     scorer.stop().await;
 }
 
-/// Engagement events, history rows and insights refuse a row naming a lead or score that does not
-/// exist, go with a lead that is deleted, and keep ids from changing. Their foreign keys cost a
+/// Engagement events and history rows refuse a row naming a lead that does not exist, insights one
+/// naming a score that does not exist; all three go with a lead that is deleted; ids do not change. Their foreign keys cost a
 /// query per row written, which is why dropping them keeps coming up (docs/benchmarks.md, session
 /// 12): whatever replaces them must pass this.
 #[tokio::test]

@@ -58,8 +58,9 @@ pub async fn ensure_database(url: &DatabaseUrl) -> anyhow::Result<bool> {
 const STARTUP_WAIT: Duration = Duration::from_secs(15);
 
 /// Creates the database if needed and applies every pending migration. Safe to run from several
-/// processes at once: sqlx takes an advisory lock. A server that refuses connections, times out
-/// or is not resolvable yet is retried with back-off for a few seconds first.
+/// processes at once: one migrates while the others wait their turn ([`take_turn`]). A server that
+/// refuses connections, times out or is not resolvable yet is retried with back-off for a few
+/// seconds first.
 pub async fn migrate(url: &DatabaseUrl) -> anyhow::Result<()> {
     let deadline = Instant::now() + STARTUP_WAIT;
     let mut delays = backoff();
@@ -97,7 +98,76 @@ async fn migrate_once(url: &DatabaseUrl) -> anyhow::Result<()> {
         .connect(url.expose())
         .await
         .with_context(|| format!("connecting to {url}"))?;
-    let applied = MIGRATOR.run(&pool).await.context("applying migrations");
+    let applied = match take_turn(&pool).await {
+        Ok(lock) => {
+            let mut migrator = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
+            migrator.set_locking(false);
+            let applied = migrator.run(&pool).await.context("applying migrations");
+            let _ = sqlx::query("select pg_advisory_unlock($1)")
+                .bind(lock)
+                .execute(&pool)
+                .await;
+            applied
+        }
+        Err(e) => Err(e),
+    };
     pool.close().await;
     applied
+}
+
+/// How often a migrator waiting for another asks again.
+const TURN_POLL: Duration = Duration::from_millis(200);
+
+/// Waits until no other process is migrating this database, then holds the session-level advisory
+/// lock that says so, on the pool's one connection; returns the lock's id.
+///
+/// sqlx's own locking waits inside `pg_advisory_lock`, and a statement that waits holds a snapshot.
+/// `create index concurrently` waits for every snapshot older than its own, so a migration building
+/// an index and a second migrator waiting its turn deadlocked, and PostgreSQL cancelled one of
+/// them: when it was the build, its invalid index stayed behind and every later run failed on it.
+/// Asking with `pg_try_advisory_lock` holds no snapshot between questions. The id is the one sqlx
+/// computes, so a migrator of an earlier release still takes turns with this one.
+async fn take_turn(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(pool)
+        .await
+        .context("reading the database's name")?;
+    let lock = sqlx_lock_id(&database);
+    let mut told = false;
+    loop {
+        let taken: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(lock)
+            .fetch_one(pool)
+            .await
+            .context("asking whether another process is migrating")?;
+        if taken {
+            return Ok(lock);
+        }
+        if !told {
+            tracing::info!(
+                database,
+                "another process is migrating this database; waiting for it"
+            );
+            told = true;
+        }
+        tokio::time::sleep(TURN_POLL).await;
+    }
+}
+
+/// The advisory lock id sqlx 0.9 takes for migrating `database` (`generate_lock_id` in
+/// sqlx-postgres), kept equal so that migrators of every release exclude each other.
+fn sqlx_lock_id(database: &str) -> i64 {
+    const CRC_IEEE: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    0x3d32ad9e * i64::from(CRC_IEEE.checksum(database.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The id sqlx 0.9.0's own migrator held for a database named `leadflow`, read from
+    /// `pg_locks` while it waited on a locked `_sqlx_migrations` (classid 928314191, objid
+    /// 1322904094).
+    #[test]
+    fn the_lock_id_is_the_one_sqlx_takes() {
+        assert_eq!(super::sqlx_lock_id("leadflow"), 3_987_079_092_080_601_630);
+    }
 }

@@ -264,6 +264,39 @@ async fn migrations_create_the_database_apply_to_it_and_are_idempotent() {
     pool.close().await;
 }
 
+/// Migrations that build an index concurrently wait for every older snapshot in the database,
+/// including one held by a second migrator waiting its turn. Taken with a waiting
+/// `pg_advisory_lock` call (sqlx's own locking), the two deadlocked and PostgreSQL cancelled one
+/// side; when that was the index build, its invalid index stayed behind and every later run
+/// failed on it. Several processes migrating the same database at once (a migrate job and a
+/// `leadflow up`) must all succeed.
+#[tokio::test]
+async fn migrators_started_together_all_succeed_and_leave_every_index_valid() {
+    let test_db = TestDb::not_yet_created();
+    let url: DatabaseUrl = test_db.url.parse().expect("url");
+    db::ensure_database(&url).await.expect("database");
+    let (first, second, third) =
+        tokio::join!(db::migrate(&url), db::migrate(&url), db::migrate(&url));
+    for (n, result) in [first, second, third].into_iter().enumerate() {
+        if let Err(e) = result {
+            panic!("migrator {n} failed: {e:#}");
+        }
+    }
+    let pool = sqlx::PgPool::connect(url.expose()).await.expect("connect");
+    let invalid: Vec<String> =
+        sqlx::query_scalar("select indexrelid::regclass::text from pg_index where not indisvalid")
+            .fetch_all(&pool)
+            .await
+            .expect("indexes");
+    assert!(invalid.is_empty(), "invalid indexes: {invalid:?}");
+    let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(applied as usize, db::MIGRATOR.iter().count());
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn the_schema_enforces_what_the_design_promises() {
     let test_db = TestDb::empty().await;
