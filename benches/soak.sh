@@ -14,7 +14,7 @@ INTERVAL=${INTERVAL:-60}                 # seconds
 export RATE=${RATE:-1000}                # tracking events/s
 export CRUD_RATE=${CRUD_RATE:-100}       # CRUD requests/s
 export CONNECTIONS=${CONNECTIONS:-8} CRUD_CONNECTIONS=${CRUD_CONNECTIONS:-8} BATCH=${BATCH:-20}
-export WRK_THREADS=1                     # the pacing divides RATE over wrk's threads (-t1 below)
+export WRK_THREADS=${WRK_THREADS:-1}  # wrk threads; the pacing divides the rates over them
 LEADS=${LEADS:-10000}
 DB=leadflow_soak
 PG=postgres://postgres@127.0.0.1:5432
@@ -73,9 +73,9 @@ printf '%8s %9s %14s %12s %12s\n' 0s "$first_rss" - - "$(lag)"
 for round in $(seq 1 "$rounds"); do
   TOKEN=$(login) # access tokens expire; each interval's wrk gets a fresh one
   export TOKEN
-  wrk -t1 -c"$CONNECTIONS" -d"${INTERVAL}s" --latency -s benches/wrk/track_batch.lua "$G" > "$work/track.txt" &
+  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${INTERVAL}s" --latency -s benches/wrk/track_batch.lua "$G" > "$work/track.txt" &
   track=$!
-  wrk -t1 -c"$CRUD_CONNECTIONS" -d"${INTERVAL}s" --latency -s benches/wrk/crud_mix.lua "$G" > "$work/crud.txt"
+  wrk -t"$WRK_THREADS" -c"$CRUD_CONNECTIONS" -d"${INTERVAL}s" --latency -s benches/wrk/crud_mix.lua "$G" > "$work/crud.txt"
   wait "$track"
   printf '%8s %9s %14s %12s %12s  %s\n' "$(( round * INTERVAL ))s" "$(rss_mib)" "$(p99 "$work/track.txt")" \
     "$(p99 "$work/crud.txt")" "$(lag)" "$(errors "$work/track.txt")$(errors "$work/crud.txt")"

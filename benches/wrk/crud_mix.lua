@@ -20,4 +20,5 @@ function request()
   return wrk.format("POST", "/api/leads", auth, body)
 end
 
+-- CRUD_RATE paces the requests; loading pace.lua also seeds each thread's random generator.
 delay = dofile("benches/wrk/pace.lua")(tonumber(os.getenv("CRUD_RATE") or "0"))

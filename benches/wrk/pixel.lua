@@ -7,5 +7,6 @@ function request()
   return wrk.format("GET", string.format("/t/pixel.gif?k=%s&lead=%s&e=page_view", os.getenv("WRITE_KEY"), ids[math.random(#ids)]))
 end
 
--- RATE (events/s over all threads) paces the requests instead of sending flat out.
+-- RATE (events/s over all threads) paces the requests instead of sending flat out. Loading pace.lua
+-- also seeds each thread's random generator, which the picks above use.
 delay = dofile("benches/wrk/pace.lua")(tonumber(os.getenv("RATE") or "0"))

@@ -16,5 +16,6 @@ function request()
   }, '{"events":[' .. table.concat(parts, ",") .. ']}')
 end
 
--- RATE (events/s over all threads) paces the requests instead of sending flat out.
+-- RATE (events/s over all threads) paces the requests instead of sending flat out. Loading pace.lua
+-- also seeds each thread's random generator, which the picks above use.
 delay = dofile("benches/wrk/pace.lua")(tonumber(os.getenv("RATE") or "0") / batch)

@@ -235,6 +235,17 @@ pub enum InsightKind {
     Opportunity,
 }
 
+impl InsightKind {
+    /// The name `lead_insights.kind` stores, the same as serde's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InsightKind::TalkingPoint => "talking_point",
+            InsightKind::Concern => "concern",
+            InsightKind::Opportunity => "opportunity",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Insight {
     pub kind: InsightKind,
@@ -527,6 +538,17 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
+
+    #[test]
+    fn insight_kinds_are_stored_under_their_serde_names() {
+        for kind in [
+            InsightKind::TalkingPoint,
+            InsightKind::Concern,
+            InsightKind::Opportunity,
+        ] {
+            assert_eq!(serde_json::to_value(kind).ok(), Some(kind.as_str().into()));
+        }
+    }
 
     const NOW: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
 

@@ -404,19 +404,14 @@ struct LeadFacts {
     live: bool,
 }
 
-/// Whether the lead names an interest for [`matching_prices`] to match.
-fn has_interest(fact: &LeadFacts) -> bool {
-    fact.interest
-        .as_deref()
-        .is_some_and(|i| !i.trim().is_empty())
+/// The interest the lead names, if any, for [`matching_prices`] to match.
+fn interest(fact: &LeadFacts) -> Option<&str> {
+    fact.interest.as_deref().filter(|i| !i.trim().is_empty())
 }
 
 /// Prices of in-stock items whose name or category the interest mentions.
 fn matching_prices(interest: Option<&str>, inventory: &[(String, String, f64)]) -> Vec<f64> {
-    let Some(interest) = interest
-        .map(str::to_lowercase)
-        .filter(|i| !i.trim().is_empty())
-    else {
+    let Some(interest) = interest.map(str::to_lowercase) else {
         return Vec::new();
     };
     inventory
@@ -491,7 +486,7 @@ async fn rescore_many(
     } = folded;
     // Every statement is a round trip, and under load each costs the scorer and its backend a
     // wait for a CPU: a batch runs only the statements it needs.
-    let inventory: Vec<(String, String, f64)> = if facts.iter().any(has_interest) {
+    let inventory: Vec<(String, String, f64)> = if facts.iter().any(|f| interest(f).is_some()) {
         sqlx::query_as(
             "select lower(name), lower(category), price::float8 from inventory_items where active and quantity > 0",
         )
@@ -517,7 +512,7 @@ async fn rescore_many(
             has_phone: fact.phone.is_some(),
             has_company: fact.company.is_some(),
             repeat_customer: fact.repeat_customer,
-            matching_prices: matching_prices(fact.interest.as_deref(), &inventory),
+            matching_prices: matching_prices(interest(&fact), &inventory),
         };
         let score = model::score(&inputs, now, config);
         let trigger = triggers.get(&fact.id).copied().flatten();
@@ -655,7 +650,7 @@ struct Insights {
     id: Vec<Uuid>,
     lead: Vec<Uuid>,
     score: Vec<Uuid>,
-    kind: Vec<String>,
+    kind: Vec<&'static str>,
     text: Vec<String>,
     weight: Vec<f32>,
 }
@@ -666,12 +661,7 @@ impl Insights {
             self.id.push(Uuid::now_v7());
             self.lead.push(lead);
             self.score.push(score_id);
-            self.kind.push(
-                serde_json::to_value(insight.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-            );
+            self.kind.push(insight.kind.as_str());
             self.text.push(insight.text.clone());
             self.weight.push(insight.score as f32);
         }

@@ -91,42 +91,26 @@ async fn migrate_once(url: &DatabaseUrl) -> anyhow::Result<()> {
     if ensure_database(url).await? {
         tracing::info!(database = url.database_name(), "created database");
     }
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url.expose())
+    // One connection, not a pool, from the lock to the end: the lock belongs to the session, and
+    // closing the connection releases it, whatever happened.
+    let mut conn = PgConnection::connect(url.expose())
         .await
         .with_context(|| format!("connecting to {url}"))?;
-    let applied = migrate_on(&pool).await;
-    pool.close().await;
-    applied
-}
-
-/// Takes the migration lock and migrates on one connection, held throughout: the lock belongs to
-/// the session, and a pool may replace a connection it is handed back (past its lifetime, or
-/// after a failed check), which would end the session and the lock with it.
-async fn migrate_on(pool: &sqlx::PgPool) -> anyhow::Result<()> {
-    let mut conn = pool.acquire().await.context("connecting to migrate")?;
-    let lock = take_turn(&mut conn).await?;
-    // The same migrations with sqlx's locking off; the rest is sqlx's defaults (the
-    // `_sqlx_migrations` table), as `migrate!` gives `MIGRATOR` here.
-    let mut migrator = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
-    migrator.set_locking(false);
-    // `run_direct`, not `run`: `run` takes the connection through `Acquire`, whose future is not
-    // `Send` for a borrowed connection.
-    let applied = migrator
-        .run_direct(None, &mut *conn, false)
-        .await
-        .context("applying migrations");
-    let released: bool = sqlx::query_scalar("select pg_advisory_unlock($1)")
-        .bind(lock)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap_or(false);
-    if !released {
-        tracing::warn!(
-            "the migration lock was no longer held when migrating ended; another process may have migrated at the same time"
-        );
-    }
+    let applied = match take_turn(&mut conn).await {
+        Ok(()) => {
+            // The same migrations with sqlx's locking off; the rest is sqlx's defaults (the
+            // `_sqlx_migrations` table), as `migrate!` gives `MIGRATOR` here. `run_direct`, not
+            // `run`: `run` takes the connection through `Acquire`, whose future is not `Send`.
+            let mut migrator = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
+            migrator.set_locking(false);
+            migrator
+                .run_direct(None, &mut conn, false)
+                .await
+                .context("applying migrations")
+        }
+        Err(e) => Err(e),
+    };
+    let _ = conn.close().await;
     applied
 }
 
@@ -135,7 +119,7 @@ const TURN_POLL: Duration = Duration::from_millis(200);
 const TURN_REPORT: Duration = Duration::from_secs(30);
 
 /// Waits until no other process is migrating this database, then holds the session-level advisory
-/// lock that says so, on `conn`; returns the lock's id.
+/// lock that says so, on `conn`, until it closes.
 ///
 /// sqlx's own locking waits inside `pg_advisory_lock`, and a statement that waits holds a snapshot.
 /// `create index concurrently` waits for every snapshot older than its own, so a migration building
@@ -143,7 +127,7 @@ const TURN_REPORT: Duration = Duration::from_secs(30);
 /// them: when it was the build, its invalid index stayed behind and every later run failed on it.
 /// Asking with `pg_try_advisory_lock` holds no snapshot between questions. The id is the one sqlx
 /// computes, so a migrator of an earlier release still takes turns with this one.
-async fn take_turn(conn: &mut PgConnection) -> anyhow::Result<i64> {
+async fn take_turn(conn: &mut PgConnection) -> anyhow::Result<()> {
     let database: String = sqlx::query_scalar("select current_database()")
         .fetch_one(&mut *conn)
         .await
@@ -157,7 +141,7 @@ async fn take_turn(conn: &mut PgConnection) -> anyhow::Result<i64> {
             .await
             .context("asking whether another process is migrating")?;
         if taken {
-            return Ok(lock);
+            return Ok(());
         }
         if Instant::now() >= next_report {
             // Which backend holds it, so a stuck one can be found (`pg_stat_activity`).
