@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use leadflow_events::{Envelope, subjects};
 use leadflow_platform::outbox;
-use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use serde_json::{Value, json, value::RawValue};
+use sqlx::{PgConnection, PgPool, types::Json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -340,48 +340,45 @@ async fn insert_events(
     Ok(stored.into_iter().collect())
 }
 
-/// Folds each lead's new events into its running signals, as [`lock_and_read`] found them. The
-/// changed signals are written with the lead's update in [`rescore_many`].
+/// Folds each lead's new events into its running signals, as [`lock_and_read`] found them. Each
+/// folded lead's signals are written back whole with its update in [`rescore_many`].
 fn fold(facts: &[LeadFacts], per_lead: &BTreeMap<Uuid, Vec<Unit>>, config: &Config) -> Folded {
-    let stored: HashMap<Uuid, &Value> = facts.iter().map(|f| (f.id, &f.signals)).collect();
+    let stored: HashMap<Uuid, &RawValue> = facts.iter().map(|f| (f.id, &*f.signals.0)).collect();
     let mut folded = Folded::default();
     for (lead, units) in per_lead.iter().filter(|(_, units)| !units.is_empty()) {
-        let mut current = stored
+        let mut signals = stored
             .get(lead)
             .map(|s| stored_signals::parse(s))
             .unwrap_or_default();
-        let mut changed = BTreeSet::new();
         for (signal, at, n) in units {
             for _ in 0..*n {
-                let next = match current.get(signal) {
+                let next = match signals.known.get(signal) {
                     Some(r) => r.add(*at, config.half_life_days),
                     None => Running::first(*at),
                 };
-                current.insert(*signal, next);
+                signals.known.insert(*signal, next);
             }
-            changed.insert(*signal);
             folded
                 .activity
                 .entry(*lead)
                 .and_modify(|t: &mut OffsetDateTime| *t = (*t).max(*at))
                 .or_insert(*at);
         }
-        folded.changed.insert(
-            *lead,
-            stored_signals::to_stored(current.iter().filter(|(s, _)| changed.contains(*s))),
-        );
-        folded.signals.insert(*lead, current);
+        if let Some(object) = signals.to_stored() {
+            folded.stored.insert(*lead, object);
+        }
+        folded.signals.insert(*lead, signals.known);
     }
     folded
 }
 
 /// What [`fold`] leaves for [`rescore_many`]: each folded lead's newest activity, its signals
-/// after the fold, and those that changed, to be merged into its row.
+/// after the fold, and the object to store for them.
 #[derive(Debug, Default)]
 struct Folded {
     activity: HashMap<Uuid, OffsetDateTime>,
     signals: HashMap<Uuid, BTreeMap<Signal, Running>>,
-    changed: HashMap<Uuid, Value>,
+    stored: HashMap<Uuid, String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -399,8 +396,8 @@ struct LeadFacts {
     score: Option<i32>,
     tier: Option<String>,
     confidence: Option<String>,
-    /// See [`stored_signals`].
-    signals: Value,
+    /// See [`stored_signals`]: read as the JSON text PostgreSQL sends, not as a tree.
+    signals: Json<Box<RawValue>>,
     live: bool,
 }
 
@@ -482,7 +479,7 @@ async fn rescore_many(
     let Folded {
         activity,
         mut signals,
-        mut changed,
+        mut stored,
     } = folded;
     // Every statement is a round trip, and under load each costs the scorer and its backend a
     // wait for a CPU: a batch runs only the statements it needs.
@@ -503,7 +500,7 @@ async fn rescore_many(
         let inputs = Inputs {
             signals: signals
                 .remove(&fact.id)
-                .unwrap_or_else(|| stored_signals::parse(&fact.signals)),
+                .unwrap_or_else(|| stored_signals::parse(&fact.signals).known),
             last_activity_at: fact.last_activity_at,
             budget: fact.budget,
             interest: fact.interest.clone(),
@@ -536,7 +533,7 @@ async fn rescore_many(
             fact.id,
             recorded.then_some(score),
             activity.get(&fact.id).copied(),
-            changed.remove(&fact.id),
+            stored.remove(&fact.id),
         );
         if !recorded {
             continue;
@@ -562,7 +559,7 @@ async fn rescore_many(
             fact.id,
             None,
             activity.get(&fact.id).copied(),
-            changed.remove(&fact.id),
+            stored.remove(&fact.id),
         );
     }
     insights.insert(conn).await?;
@@ -688,7 +685,7 @@ impl Insights {
 }
 
 /// One statement's changes to leads, a lead an entry: a new score, where one was recorded; the
-/// newest activity; the signals that changed, merged into the row's.
+/// newest activity; the lead's whole signals object, where events were folded in.
 #[derive(Default)]
 struct LeadUpdates<'a> {
     lead: Vec<Uuid>,
@@ -697,7 +694,7 @@ struct LeadUpdates<'a> {
     confidence: Vec<Option<&'a str>>,
     confidence_value: Vec<Option<f32>>,
     activity: Vec<Option<OffsetDateTime>>,
-    signals: Vec<Option<Value>>,
+    signals: Vec<Option<String>>,
 }
 
 impl<'a> LeadUpdates<'a> {
@@ -706,7 +703,7 @@ impl<'a> LeadUpdates<'a> {
         lead: Uuid,
         score: Option<&'a Score>,
         activity: Option<OffsetDateTime>,
-        signals: Option<Value>,
+        signals: Option<String>,
     ) {
         if score.is_none() && activity.is_none() && signals.is_none() {
             return;
@@ -733,9 +730,9 @@ impl<'a> LeadUpdates<'a> {
                                 confidence_value = coalesce(t.confidence_value, l.confidence_value),
                                 scored_at = case when t.total is null then l.scored_at else now() end,
                                 last_activity_at = greatest(l.last_activity_at, t.activity),
-                                signals = coalesce(l.signals || t.signals, l.signals)
+                                signals = coalesce(t.signals::jsonb, l.signals)
              from (select * from unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::float4[],
-                                        $6::timestamptz[], $7::jsonb[])
+                                        $6::timestamptz[], $7::text[])
                                  as u(id, total, tier, confidence, confidence_value, activity, signals)
                    order by id) as t
              where l.id = t.id",

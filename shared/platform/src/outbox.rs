@@ -20,13 +20,12 @@ use crate::{
 
 /// Writes `event` to the outbox on the caller's connection, normally inside its transaction.
 pub async fn enqueue(conn: &mut PgConnection, event: &Envelope) -> sqlx::Result<()> {
-    let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
         "insert into outbox (id, subject, payload) values ($1, $2, $3) on conflict (id) do nothing",
     )
     .bind(event.id)
     .bind(&event.kind)
-    .bind(payload)
+    .bind(Json(event))
     .execute(conn)
     .await?;
     Ok(())
@@ -49,16 +48,13 @@ pub async fn enqueue_many<'a>(
     }
     let (mut ids, mut subjects, mut payloads, mut counts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (subject, events) in by_subject {
+    for (subject, events) in &by_subject {
         for chunk in events.chunks(EVENTS_PER_ROW) {
-            let envelopes = chunk
-                .iter()
-                .map(serde_json::to_value)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             ids.push(Uuid::now_v7());
             subjects.push(subject);
-            payloads.push(serde_json::Value::Array(envelopes));
+            // Serialized straight into the statement's parameter: a JSON tree of each envelope,
+            // its data cloned into it, was built only to be written out again.
+            payloads.push(Json(chunk));
             counts.push(chunk.len() as i32);
         }
     }

@@ -6,7 +6,7 @@ use clap::Parser as _;
 use leadflow_events::{Envelope, Namespace, Stream};
 use leadflow_platform::{config::DatabaseUrl, db};
 use leadflow_testkit::{TcpProxy, TestDb, drop_namespace, eventually, nats_url, unique_namespace};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -950,6 +950,71 @@ async fn a_batch_waits_for_a_lead_being_changed_and_scores_what_was_committed() 
         (fresh.total, fresh.total),
         "the score recorded is the one the committed facts give"
     );
+    scorer.stop().await;
+}
+
+/// A batch writes each lead's signals back whole, not merged into the row's. What this model cannot
+/// use, a newer model's signal or an entry it cannot read, goes back as it was, beside what the
+/// batch folded in; a stored signal the batch did not touch keeps its value.
+#[tokio::test]
+async fn a_batch_writes_back_the_signals_it_cannot_use_as_they_were() {
+    let scorer = Scorer::start().await;
+    let lead = scorer.lead("truck", 30_000.0).await;
+    let newer =
+        json!({"value": 2.5, "as_of": "2026-11-26T10:00:00Z", "count": 3, "weight": [1, 2]});
+    let unreadable = json!({"value": "lots"});
+    let untouched = json!({"value": 1.5, "as_of": "2026-11-26T10:00:00Z", "count": 2});
+    sqlx::query(
+        "update leads set signals = jsonb_build_object('webinar_attended', $2::jsonb,
+                                                       'email_open', $3::jsonb, 'test_drive_request', $4::jsonb)
+         where id = $1",
+    )
+    .bind(lead)
+    .bind(&newer)
+    .bind(&unreadable)
+    .bind(&untouched)
+    .execute(&scorer.pool)
+    .await
+    .expect("signals");
+    let processor = leadflow_scorer::processor::Processor {
+        pool: scorer.pool.clone(),
+        config: Default::default(),
+    };
+
+    let events = vec![
+        engagement("page_view", lead, json!({})),
+        engagement("page_view", lead, json!({})),
+    ];
+    let outcome = processor.process(&events).await.expect("batch");
+    assert_eq!(outcome.stored, 2);
+    let signals: Value = sqlx::query_scalar("select signals from leads where id = $1")
+        .bind(lead)
+        .fetch_one(&scorer.pool)
+        .await
+        .expect("signals");
+    assert_eq!(signals["webinar_attended"], newer, "{signals}");
+    assert_eq!(signals["email_open"], unreadable, "{signals}");
+    assert_eq!(signals["test_drive_request"]["value"], 1.5, "{signals}");
+    assert_eq!(signals["test_drive_request"]["count"], 2, "{signals}");
+    assert_eq!(signals["page_view"]["count"], 2, "{signals}");
+
+    // The next batch folds into what the first one stored.
+    let outcome = processor
+        .process(&[engagement("email_open", lead, json!({}))])
+        .await
+        .expect("batch");
+    assert_eq!(outcome.stored, 1);
+    let signals: Value = sqlx::query_scalar("select signals from leads where id = $1")
+        .bind(lead)
+        .fetch_one(&scorer.pool)
+        .await
+        .expect("signals");
+    assert_eq!(
+        signals["email_open"]["count"], 1,
+        "a fold replaces the unreadable entry: {signals}"
+    );
+    assert_eq!(signals["page_view"]["count"], 2, "{signals}");
+    assert_eq!(signals["webinar_attended"], newer, "{signals}");
     scorer.stop().await;
 }
 
