@@ -15,7 +15,7 @@ pub mod model;
 pub mod processor;
 pub mod rescore;
 pub mod rescore_all;
-mod stored_signals;
+pub mod stored_signals;
 pub mod worker;
 
 pub const SERVICE: &str = "scorer";

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use leadflow_events::{Envelope, subjects};
 use leadflow_platform::outbox;
-use serde_json::{Value, json, value::RawValue};
-use sqlx::{PgConnection, PgPool, types::Json};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -230,7 +230,7 @@ async fn lock_and_read(conn: &mut PgConnection, leads: &[Uuid]) -> sqlx::Result<
     }
     sqlx::query_as(
         "select id, email, phone, company, budget::float8 as budget, interest, timeline, repeat_customer, last_activity_at,
-                owner_id, score::int4 as score, tier, confidence, signals, deleted_at is null as live
+                owner_id, score::int4 as score, tier, confidence, signal_state, deleted_at is null as live
          from leads where id = any($1) order by id for no key update",
     )
     .bind(leads)
@@ -343,7 +343,10 @@ async fn insert_events(
 /// Folds each lead's new events into its running signals, as [`lock_and_read`] found them. Each
 /// folded lead's signals are written back whole with its update in [`rescore_many`].
 fn fold(facts: &[LeadFacts], per_lead: &BTreeMap<Uuid, Vec<Unit>>, config: &Config) -> Folded {
-    let stored: HashMap<Uuid, &RawValue> = facts.iter().map(|f| (f.id, &*f.signals.0)).collect();
+    let stored: HashMap<Uuid, &[f64]> = facts
+        .iter()
+        .map(|f| (f.id, f.signal_state.as_slice()))
+        .collect();
     let mut folded = Folded::default();
     for (lead, units) in per_lead.iter().filter(|(_, units)| !units.is_empty()) {
         let mut signals = stored
@@ -364,21 +367,19 @@ fn fold(facts: &[LeadFacts], per_lead: &BTreeMap<Uuid, Vec<Unit>>, config: &Conf
                 .and_modify(|t: &mut OffsetDateTime| *t = (*t).max(*at))
                 .or_insert(*at);
         }
-        if let Some(object) = signals.to_stored() {
-            folded.stored.insert(*lead, object);
-        }
+        folded.stored.insert(*lead, signals.to_stored());
         folded.signals.insert(*lead, signals.known);
     }
     folded
 }
 
 /// What [`fold`] leaves for [`rescore_many`]: each folded lead's newest activity, its signals
-/// after the fold, and the object to store for them.
+/// after the fold, and the array to store for them.
 #[derive(Debug, Default)]
 struct Folded {
     activity: HashMap<Uuid, OffsetDateTime>,
     signals: HashMap<Uuid, BTreeMap<Signal, Running>>,
-    stored: HashMap<Uuid, String>,
+    stored: HashMap<Uuid, Vec<f64>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -396,8 +397,8 @@ struct LeadFacts {
     score: Option<i32>,
     tier: Option<String>,
     confidence: Option<String>,
-    /// See [`stored_signals`]: read as the JSON text PostgreSQL sends, not as a tree.
-    signals: Json<Box<RawValue>>,
+    /// See [`stored_signals`].
+    signal_state: Vec<f64>,
     live: bool,
 }
 
@@ -500,7 +501,7 @@ async fn rescore_many(
         let inputs = Inputs {
             signals: signals
                 .remove(&fact.id)
-                .unwrap_or_else(|| stored_signals::parse(&fact.signals).known),
+                .unwrap_or_else(|| stored_signals::parse(&fact.signal_state).known),
             last_activity_at: fact.last_activity_at,
             budget: fact.budget,
             interest: fact.interest.clone(),
@@ -685,7 +686,8 @@ impl Insights {
 }
 
 /// One statement's changes to leads, a lead an entry: a new score, where one was recorded; the
-/// newest activity; the lead's whole signals object, where events were folded in.
+/// newest activity; the lead's whole signal array, where events were folded in. The arrays go
+/// as one flat array and each lead's bounds in it: `unnest` would flatten an array of arrays.
 #[derive(Default)]
 struct LeadUpdates<'a> {
     lead: Vec<Uuid>,
@@ -694,7 +696,10 @@ struct LeadUpdates<'a> {
     confidence: Vec<Option<&'a str>>,
     confidence_value: Vec<Option<f32>>,
     activity: Vec<Option<OffsetDateTime>>,
-    signals: Vec<Option<String>>,
+    /// Bounds (1-based, inclusive, as PostgreSQL slices) of each lead's array in `states`.
+    state_from: Vec<Option<i32>>,
+    state_to: Vec<Option<i32>>,
+    states: Vec<f64>,
 }
 
 impl<'a> LeadUpdates<'a> {
@@ -703,7 +708,7 @@ impl<'a> LeadUpdates<'a> {
         lead: Uuid,
         score: Option<&'a Score>,
         activity: Option<OffsetDateTime>,
-        signals: Option<String>,
+        signals: Option<Vec<f64>>,
     ) {
         if score.is_none() && activity.is_none() && signals.is_none() {
             return;
@@ -715,7 +720,13 @@ impl<'a> LeadUpdates<'a> {
         self.confidence_value
             .push(score.map(|s| s.confidence_value as f32));
         self.activity.push(activity);
-        self.signals.push(signals);
+        let bounds = signals.map(|state| {
+            let from = self.states.len() as i32 + 1;
+            self.states.extend(state);
+            (from, self.states.len() as i32)
+        });
+        self.state_from.push(bounds.map(|(from, _)| from));
+        self.state_to.push(bounds.map(|(_, to)| to));
     }
 
     /// Leads whose score stands still get only their activity and signals. Neither is indexed,
@@ -730,10 +741,11 @@ impl<'a> LeadUpdates<'a> {
                                 confidence_value = coalesce(t.confidence_value, l.confidence_value),
                                 scored_at = case when t.total is null then l.scored_at else now() end,
                                 last_activity_at = greatest(l.last_activity_at, t.activity),
-                                signals = coalesce(t.signals::jsonb, l.signals)
+                                signal_state = case when t.state_from is null then l.signal_state
+                                                    else ($9::float8[])[t.state_from:t.state_to] end
              from (select * from unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::float4[],
-                                        $6::timestamptz[], $7::text[])
-                                 as u(id, total, tier, confidence, confidence_value, activity, signals)
+                                        $6::timestamptz[], $7::int4[], $8::int4[])
+                                 as u(id, total, tier, confidence, confidence_value, activity, state_from, state_to)
                    order by id) as t
              where l.id = t.id",
         )
@@ -743,7 +755,9 @@ impl<'a> LeadUpdates<'a> {
         .bind(&self.confidence)
         .bind(&self.confidence_value)
         .bind(&self.activity)
-        .bind(&self.signals)
+        .bind(&self.state_from)
+        .bind(&self.state_to)
+        .bind(&self.states)
         .execute(conn)
         .await?;
         Ok(())

@@ -1,119 +1,111 @@
-//! A lead's running signals as `leads.signals` keeps them: a JSON object from signal name to
-//! `{"value", "as_of", "count"}` (migration 14; the `lead_signal_rows` view shows them as rows).
-//! They live on the lead's row because a batch locks, reads and updates every lead it scores
-//! anyway; a table of their own cost a read and an upsert more a batch.
+//! A lead's running signals as `leads.signal_state` keeps them (migration 20): an array of float8,
+//! three numbers a signal in the order of [`SLOTS`], each its value, its `as_of` in microseconds
+//! since 1970 and its count, a count of 0 for a signal never seen. `lead_signal_rows` shows them as
+//! rows.
 //!
-//! A batch writes a folded lead's whole object back rather than merging the changed entries into
-//! the row's (`signals || $changed`): it holds the lead's row lock from reading the object to
-//! writing it, so nothing can change it in between, and PostgreSQL's merge of two objects was a
-//! fifth of the cost of an update that leaves the indexes alone (docs/benchmarks.md, session 13).
-//! Entries this model cannot use travel through as the JSON text they were read as.
+//! They live on the lead's row because a batch locks, reads and updates every lead it scores
+//! anyway; a table of their own cost a read and an upsert more a batch. They are numbers rather
+//! than the JSON object they were (migration 14) because they cross the wire twice a lead a batch:
+//! printing, parsing and printing JSON again was about a tenth of the database's work in a drain
+//! (docs/benchmarks.md, session 13). A batch writes a folded lead's whole array back: it holds the
+//! lead's row lock from reading it to writing it.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use crate::model::{Running, Signal};
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    value: f64,
-    #[serde(with = "time::serde::rfc3339")]
-    as_of: OffsetDateTime,
-    count: i64,
-}
+/// Where each signal sits in the stored array. A model that adds signals appends them here and to
+/// the names in the view `lead_signal_rows`; numbers past the signals a model knows (a newer
+/// model's) are written back as they were read.
+pub const SLOTS: [Signal; 9] = [
+    Signal::EmailOpen,
+    Signal::EmailClick,
+    Signal::PageView,
+    Signal::PricingView,
+    Signal::CalculatorUse,
+    Signal::FormSubmit,
+    Signal::ChatMessage,
+    Signal::TestDriveRequest,
+    Signal::Urgency,
+];
 
-/// A lead's stored signals, read from the column's JSON text without building a tree of it.
+/// A lead's stored signals.
 #[derive(Debug, Default)]
-pub struct Signals<'a> {
+pub struct Signals {
     /// The signals this model knows and could read.
     pub known: BTreeMap<Signal, Running>,
-    /// Everything else, as it was stored: names a newer model wrote, and entries this model could
-    /// not read. Written back unchanged, except where a known signal of the same name replaces it.
-    kept: Vec<(String, &'a RawValue)>,
+    /// The numbers past this model's slots, as they were stored.
+    kept: Vec<f64>,
 }
 
-/// Reads a lead's stored object. A column that is not an object counts as no signals.
-pub fn parse(stored: &RawValue) -> Signals<'_> {
-    let Ok(entries) = serde_json::from_str::<BTreeMap<String, &RawValue>>(stored.get()) else {
-        return Signals::default();
+/// Reads a lead's stored array. A slot that holds no valid signal (a time out of range, a value
+/// that is not a number) counts as none and is logged.
+pub fn parse(stored: &[f64]) -> Signals {
+    let known_len = (3 * SLOTS.len()).min(stored.len());
+    let mut signals = Signals {
+        known: BTreeMap::new(),
+        kept: stored[known_len..].to_vec(),
     };
-    let mut signals = Signals::default();
-    for (name, entry) in entries {
-        let read = Signal::parse(&name)
-            .map(|signal| (signal, serde_json::from_str::<Stored>(entry.get())));
-        match read {
-            Some((signal, Ok(s))) => {
+    for (signal, slot) in SLOTS.iter().zip(stored[..known_len].chunks_exact(3)) {
+        let &[value, as_of, count] = slot else {
+            continue;
+        };
+        if count <= 0.0 {
+            continue;
+        }
+        let as_of = OffsetDateTime::from_unix_timestamp_nanos(as_of as i128 * 1_000);
+        match as_of {
+            Ok(as_of) if value.is_finite() => {
                 signals.known.insert(
-                    signal,
+                    *signal,
                     Running {
-                        value: s.value,
-                        as_of: s.as_of,
-                        count: s.count,
+                        value,
+                        as_of,
+                        count: count as i64,
                     },
                 );
             }
-            Some((_, Err(error))) => {
-                tracing::warn!(signal = name, %error, "unreadable stored signal, counted as none");
-                signals.kept.push((name, entry));
+            _ => {
+                tracing::warn!(
+                    signal = signal.as_str(),
+                    value,
+                    count,
+                    "unreadable stored signal, counted as none"
+                );
             }
-            None => signals.kept.push((name, entry)),
         }
     }
     signals
 }
 
-impl Signals<'_> {
-    /// The whole object to store: the known signals (as a fold left them) and what was kept. `as_of`
-    /// is cut to whole microseconds, as a `timestamptz` keeps it, so it compares exactly with the
-    /// events' `occurred_at` and reads back as it was folded.
-    pub fn to_stored(&self) -> Option<String> {
-        let mut object: BTreeMap<&str, Entry<'_>> = BTreeMap::new();
-        for (name, entry) in &self.kept {
-            object.insert(name, Entry::Kept(entry));
+impl Signals {
+    /// The whole array to store: the known signals (as a fold left them), then what was kept.
+    /// `as_of` is cut to whole microseconds, as a `timestamptz` keeps it, so it compares exactly
+    /// with the events' `occurred_at` and reads back as it was folded.
+    pub fn to_stored(&self) -> Vec<f64> {
+        let mut stored = Vec::with_capacity(3 * SLOTS.len() + self.kept.len());
+        for signal in SLOTS {
+            match self.known.get(&signal) {
+                Some(running) => stored.extend([
+                    running.value,
+                    (running.as_of.unix_timestamp_nanos() / 1_000) as f64,
+                    running.count as f64,
+                ]),
+                None => stored.extend([0.0; 3]),
+            }
         }
-        for (signal, running) in &self.known {
-            let as_of = running
-                .as_of
-                .replace_nanosecond(running.as_of.nanosecond() / 1_000 * 1_000)
-                .unwrap_or(running.as_of);
-            let stored = Stored {
-                value: running.value,
-                as_of,
-                count: running.count,
-            };
-            object.insert(signal.as_str(), Entry::Known(stored));
-        }
-        // Only a time outside RFC 3339's years fails to serialize; the row then keeps its object.
-        serde_json::to_string(&object)
-            .inspect_err(|error| tracing::warn!(%error, "signals not stored"))
-            .ok()
+        stored.extend_from_slice(&self.kept);
+        stored
     }
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Entry<'a> {
-    Known(Stored),
-    Kept(&'a RawValue),
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Value, json};
     use time::macros::datetime;
 
     use super::*;
-
-    fn raw(value: &Value) -> Box<RawValue> {
-        serde_json::value::to_raw_value(value).expect("json")
-    }
-
-    fn stored_as_value(signals: &Signals<'_>) -> Value {
-        serde_json::from_str(&signals.to_stored().expect("stored")).expect("json")
-    }
 
     #[test]
     fn signals_read_back_as_stored_to_the_microsecond() {
@@ -124,13 +116,16 @@ mod tests {
         };
         let mut signals = Signals::default();
         signals.known.insert(Signal::PricingView, running);
-        let stored = stored_as_value(&signals);
+        let stored = signals.to_stored();
+        assert_eq!(stored.len(), 27);
         assert_eq!(
-            stored,
-            json!({"pricing_view": {"value": 1.234567890123456, "as_of": "2026-11-26T10:00:00.123456Z", "count": 7}})
+            &stored[9..12],
+            &[1.234567890123456, 1_795_687_200_123_456.0, 7.0],
+            "pricing_view is the fourth slot"
         );
-        let raw = raw(&stored);
-        let read = parse(&raw);
+        assert!(stored[..9].iter().chain(&stored[12..]).all(|n| *n == 0.0));
+        let read = parse(&stored);
+        assert_eq!(read.known.len(), 1);
         assert_eq!(
             read.known.get(&Signal::PricingView),
             Some(&Running {
@@ -141,54 +136,49 @@ mod tests {
     }
 
     #[test]
-    fn entries_this_model_cannot_use_are_not_counted_and_are_written_back_as_they_were() {
-        let stored = json!({
-            "page_view": {"value": 1.0, "as_of": "2026-11-26T10:00:00+01:00", "count": 1},
-            "signal_of_a_newer_model": {"value": 1.0, "as_of": "2026-11-26T10:00:00Z", "count": 1, "extra": [1, 2]},
-            "email_open": {"value": "lots"},
-        });
-        let stored_raw = raw(&stored);
-        let mut read = parse(&stored_raw);
+    fn a_newer_models_slots_are_written_back_and_unreadable_slots_count_as_none() {
+        let mut stored = vec![0.0; 27];
+        stored[6..9].copy_from_slice(&[2.5, 1_796_292_000_000_000.0, 3.0]); // page_view
+        stored[0..3].copy_from_slice(&[f64::NAN, 1_796_292_000_000_000.0, 1.0]); // email_open
+        stored[3..6].copy_from_slice(&[1.0, 1e30, 1.0]); // email_click: a time out of range
+        stored.extend([4.0, 1_796_292_000_000_000.0, 2.0]); // a tenth signal, a newer model's
+        let mut read = parse(&stored);
         assert_eq!(read.known.len(), 1, "{read:?}");
-        assert_eq!(
-            read.known[&Signal::PageView].as_of,
-            datetime!(2026-11-26 09:00:00 UTC),
-            "offsets, as PostgreSQL writes them, are read"
-        );
+        assert_eq!(read.known[&Signal::PageView].count, 3);
 
-        let written = stored_as_value(&read);
-        assert_eq!(
-            written["signal_of_a_newer_model"],
-            stored["signal_of_a_newer_model"]
-        );
-        assert_eq!(written["email_open"], stored["email_open"]);
-        let written_raw = raw(&written);
-        assert_eq!(
-            parse(&written_raw).known[&Signal::PageView],
-            read.known[&Signal::PageView],
-            "a known signal is written as it was read"
-        );
-
-        // A fold of the unreadable signal replaces it.
         read.known.insert(
-            Signal::EmailOpen,
+            Signal::Urgency,
             Running::first(datetime!(2026-11-27 08:00:00 UTC)),
         );
-        let written = stored_as_value(&read);
-        assert_eq!(written["email_open"]["count"], 1);
+        let written = read.to_stored();
+        assert_eq!(written.len(), 30);
+        assert_eq!(&written[27..], &[4.0, 1_796_292_000_000_000.0, 2.0]);
+        assert_eq!(&written[6..9], &[2.5, 1_796_292_000_000_000.0, 3.0]);
+        assert_eq!(written[26], 1.0, "the urgency folded in");
         assert_eq!(
-            written["signal_of_a_newer_model"],
-            stored["signal_of_a_newer_model"]
+            &written[0..6],
+            &[0.0; 6],
+            "unreadable slots are written empty"
         );
     }
 
     #[test]
-    fn a_column_that_is_not_an_object_holds_no_signals() {
-        for stored in [Value::Null, json!([1, 2]), json!("page_view")] {
-            let raw = raw(&stored);
-            let read = parse(&raw);
-            assert!(read.known.is_empty() && read.kept.is_empty(), "{stored}");
-            assert_eq!(read.to_stored().as_deref(), Some("{}"));
-        }
+    fn short_arrays_hold_what_they_hold() {
+        assert!(parse(&[]).known.is_empty());
+        let read = parse(&[1.0, 1_796_292_000_000_000.0, 1.0, 9.0]);
+        assert_eq!(read.known.len(), 1);
+        assert!(read.kept.is_empty());
+        assert_eq!(read.to_stored().len(), 27);
+    }
+
+    /// The view `lead_signal_rows` names the slots; its migration must list them in this order.
+    #[test]
+    fn the_views_names_follow_the_slots() {
+        let migration =
+            include_str!("../../../migrations/20261207000020_signal_state_as_numbers.sql");
+        let names: Vec<String> = SLOTS.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let squashed: String = migration.split_whitespace().collect();
+        let expected = format!("array[{}]", names.join(","));
+        assert_eq!(squashed.matches(&expected).count(), 2, "{expected}");
     }
 }

@@ -5,8 +5,12 @@ use std::time::Duration;
 use clap::Parser as _;
 use leadflow_events::{Envelope, Namespace, Stream};
 use leadflow_platform::{config::DatabaseUrl, db};
+use leadflow_scorer::{
+    model::{Running, Signal},
+    stored_signals,
+};
 use leadflow_testkit::{TcpProxy, TestDb, drop_namespace, eventually, nats_url, unique_namespace};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -692,7 +696,7 @@ async fn events_wait_for_a_schema_that_lags_behind_the_scorer() {
     let mut scorer = Scorer::start().await;
     let lead = scorer.lead("truck", 30_000.0).await;
     scorer.halt().await;
-    sqlx::query("alter table leads rename column signals to signals_next")
+    sqlx::query("alter table leads rename column signal_state to signal_state_next")
         .execute(&scorer.pool)
         .await
         .expect("the schema of the release before");
@@ -702,7 +706,7 @@ async fn events_wait_for_a_schema_that_lags_behind_the_scorer() {
     // Three ack waits at --nats-max-deliver 2: a failed event would have been dead-lettered.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(scorer.dead_letters().await, 0, "nothing dead-lettered");
-    sqlx::query("alter table leads rename column signals_next to signals")
+    sqlx::query("alter table leads rename column signal_state_next to signal_state")
         .execute(&scorer.pool)
         .await
         .expect("the migration");
@@ -847,15 +851,22 @@ async fn a_requested_rescore_waits_for_a_batch_changing_the_same_lead() {
         .execute(&mut *batch)
         .await
         .expect("lock");
-    sqlx::query(
-        "update leads set signals = signals || jsonb_build_object('test_drive_request',
-             jsonb_build_object('value', 1, 'as_of', now(), 'count', 1))
-         where id = $1",
-    )
-    .bind(lead)
-    .execute(&mut *batch)
-    .await
-    .expect("signal");
+    let state: Vec<f64> = sqlx::query_scalar("select signal_state from leads where id = $1")
+        .bind(lead)
+        .fetch_one(&mut *batch)
+        .await
+        .expect("signals");
+    let mut signals = stored_signals::parse(&state);
+    signals.known.insert(
+        Signal::TestDriveRequest,
+        Running::first(time::OffsetDateTime::now_utc()),
+    );
+    sqlx::query("update leads set signal_state = $2 where id = $1")
+        .bind(lead)
+        .bind(signals.to_stored())
+        .execute(&mut *batch)
+        .await
+        .expect("signal");
 
     let requested = tokio::spawn(rescore(scorer.pool.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -889,15 +900,21 @@ async fn a_batch_waits_for_a_lead_being_changed_and_scores_what_was_committed() 
     });
 
     let mut other = scorer.pool.begin().await.expect("tx");
-    sqlx::query(
-        "update leads set budget = 90000, signals = signals || jsonb_build_object('page_view',
-             jsonb_build_object('value', 5, 'as_of', now(), 'count', 5))
-         where id = $1",
-    )
-    .bind(lead)
-    .execute(&mut *other)
-    .await
-    .expect("change");
+    let mut signals = stored_signals::Signals::default();
+    signals.known.insert(
+        Signal::PageView,
+        Running {
+            value: 5.0,
+            as_of: time::OffsetDateTime::now_utc(),
+            count: 5,
+        },
+    );
+    sqlx::query("update leads set budget = 90000, signal_state = $2 where id = $1")
+        .bind(lead)
+        .bind(signals.to_stored())
+        .execute(&mut *other)
+        .await
+        .expect("change");
 
     let events = vec![
         engagement("page_view", lead, json!({})),
@@ -920,7 +937,8 @@ async fn a_batch_waits_for_a_lead_being_changed_and_scores_what_was_committed() 
     let outcome = batch.await.expect("task").expect("batch committed");
     assert_eq!(outcome.stored, 2);
     let (count, budget): (i64, f64) = sqlx::query_as(
-        "select (signals->'page_view'->>'count')::int8, budget::float8 from leads where id = $1",
+        "select s.count, l.budget::float8 from leads l join lead_signal_rows s on s.lead_id = l.id
+         where l.id = $1 and s.signal = 'page_view'",
     )
     .bind(lead)
     .fetch_one(&scorer.pool)
@@ -953,32 +971,44 @@ async fn a_batch_waits_for_a_lead_being_changed_and_scores_what_was_committed() 
     scorer.stop().await;
 }
 
-/// A batch writes each lead's signals back whole, not merged into the row's. What this model cannot
-/// use, a newer model's signal or an entry it cannot read, goes back as it was, beside what the
-/// batch folded in; a stored signal the batch did not touch keeps its value.
+/// A batch writes each lead's signal array back whole. A stored signal the batch did not touch
+/// keeps its value, what it folded in moves, and the numbers past this model's signals (a newer
+/// model's) go back as they were.
 #[tokio::test]
-async fn a_batch_writes_back_the_signals_it_cannot_use_as_they_were() {
+async fn a_batch_writes_back_the_signals_it_did_not_touch_as_they_were() {
     let scorer = Scorer::start().await;
     let lead = scorer.lead("truck", 30_000.0).await;
-    let newer =
-        json!({"value": 2.5, "as_of": "2026-11-26T10:00:00Z", "count": 3, "weight": [1, 2]});
-    let unreadable = json!({"value": "lots"});
-    let untouched = json!({"value": 1.5, "as_of": "2026-11-26T10:00:00Z", "count": 2});
-    sqlx::query(
-        "update leads set signals = jsonb_build_object('webinar_attended', $2::jsonb,
-                                                       'email_open', $3::jsonb, 'test_drive_request', $4::jsonb)
-         where id = $1",
-    )
-    .bind(lead)
-    .bind(&newer)
-    .bind(&unreadable)
-    .bind(&untouched)
-    .execute(&scorer.pool)
-    .await
-    .expect("signals");
+    let mut signals = stored_signals::Signals::default();
+    let as_of = time::macros::datetime!(2026-11-26 10:00:00.123456 UTC);
+    signals.known.insert(
+        Signal::TestDriveRequest,
+        Running {
+            value: 1.5,
+            as_of,
+            count: 2,
+        },
+    );
+    let mut state = signals.to_stored();
+    let newer = [4.25, 1_796_292_000_000_000.0, 3.0];
+    state.extend(newer);
+    sqlx::query("update leads set signal_state = $2 where id = $1")
+        .bind(lead)
+        .bind(&state)
+        .execute(&scorer.pool)
+        .await
+        .expect("signals");
     let processor = leadflow_scorer::processor::Processor {
         pool: scorer.pool.clone(),
         config: Default::default(),
+    };
+    let rows = || async {
+        sqlx::query_as::<_, (String, f64, time::OffsetDateTime, i64)>(
+            "select signal, value, as_of, count from lead_signal_rows where lead_id = $1 order by signal",
+        )
+        .bind(lead)
+        .fetch_all(&scorer.pool)
+        .await
+        .expect("rows")
     };
 
     let events = vec![
@@ -987,34 +1017,30 @@ async fn a_batch_writes_back_the_signals_it_cannot_use_as_they_were() {
     ];
     let outcome = processor.process(&events).await.expect("batch");
     assert_eq!(outcome.stored, 2);
-    let signals: Value = sqlx::query_scalar("select signals from leads where id = $1")
+    let after = rows().await;
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!((after[0].0.as_str(), after[0].3), ("page_view", 2));
+    assert_eq!(
+        after[1],
+        ("test_drive_request".to_owned(), 1.5, as_of, 2),
+        "untouched"
+    );
+    let stored: Vec<f64> = sqlx::query_scalar("select signal_state from leads where id = $1")
         .bind(lead)
         .fetch_one(&scorer.pool)
         .await
-        .expect("signals");
-    assert_eq!(signals["webinar_attended"], newer, "{signals}");
-    assert_eq!(signals["email_open"], unreadable, "{signals}");
-    assert_eq!(signals["test_drive_request"]["value"], 1.5, "{signals}");
-    assert_eq!(signals["test_drive_request"]["count"], 2, "{signals}");
-    assert_eq!(signals["page_view"]["count"], 2, "{signals}");
+        .expect("state");
+    assert_eq!(stored.len(), 30, "{stored:?}");
+    assert_eq!(&stored[27..], &newer, "a newer model's signal");
 
     // The next batch folds into what the first one stored.
-    let outcome = processor
-        .process(&[engagement("email_open", lead, json!({}))])
+    processor
+        .process(&[engagement("page_view", lead, json!({}))])
         .await
         .expect("batch");
-    assert_eq!(outcome.stored, 1);
-    let signals: Value = sqlx::query_scalar("select signals from leads where id = $1")
-        .bind(lead)
-        .fetch_one(&scorer.pool)
-        .await
-        .expect("signals");
-    assert_eq!(
-        signals["email_open"]["count"], 1,
-        "a fold replaces the unreadable entry: {signals}"
-    );
-    assert_eq!(signals["page_view"]["count"], 2, "{signals}");
-    assert_eq!(signals["webinar_attended"], newer, "{signals}");
+    let after = rows().await;
+    assert_eq!((after[0].0.as_str(), after[0].3), ("page_view", 3));
+    assert_eq!(after[1].3, 2);
     scorer.stop().await;
 }
 
@@ -1104,9 +1130,10 @@ async fn scoring_rows_refer_only_to_what_exists_and_go_with_a_deleted_lead() {
     scorer.stop().await;
 }
 
-/// Migration 14 moves each lead's signals from their own table onto the lead's row, and a scorer
-/// of the earlier release, still running during a rollout, gets a transient error (40001, which
-/// its consume loop retries) instead of scoring from no signals or writing where no one reads.
+/// Migration 14 moves each lead's signals from their own table onto the lead's row (as JSON, and
+/// migration 20 into an array of numbers), and a scorer of an earlier release, still running during
+/// a rollout, gets a transient error (40001, which its consume loop retries) instead of scoring from
+/// no signals or writing where no one reads.
 #[tokio::test]
 async fn signals_move_onto_their_leads_and_an_older_scorer_is_refused_transiently() {
     let db = TestDb::empty().await;
@@ -1230,6 +1257,38 @@ async fn signals_move_onto_their_leads_and_an_older_scorer_is_refused_transientl
         .and_then(|e| e.code())
         .map(|c| c.into_owned());
     assert_eq!(code.as_deref(), Some("40001"), "{refused}");
+
+    // Migration 20 moved them again, into `signal_state`. What the release before it ran to
+    // update a batch's leads (it names `signals`, changed or not) is refused the same way, and
+    // changes nothing.
+    let before: Vec<f64> = sqlx::query_scalar("select signal_state from leads where id = $1")
+        .bind(leads[0])
+        .fetch_one(&pool)
+        .await
+        .expect("state");
+    let refused = sqlx::query(
+        "update leads l set score = coalesce(t.total, l.score), signals = coalesce(l.signals || t.signals, l.signals)
+         from (select * from unnest($1::uuid[], $2::int2[], $3::jsonb[]) as u(id, total, signals)) as t
+         where l.id = t.id",
+    )
+    .bind(&leads[..1])
+    .bind([Some(90_i16)])
+    .bind([None::<serde_json::Value>])
+    .execute(&pool)
+    .await
+    .expect_err("refused");
+    let code = refused
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("40001"), "{refused}");
+    let (after, score): (Vec<f64>, Option<i16>) =
+        sqlx::query_as("select signal_state, score from leads where id = $1")
+            .bind(leads[0])
+            .fetch_one(&pool)
+            .await
+            .expect("state");
+    assert_eq!((after, score.filter(|s| *s == 90)), (before, None));
 }
 
 /// Visitors' anonymous events and the identify calls that tie them to leads, arriving together:
