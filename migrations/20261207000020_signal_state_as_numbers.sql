@@ -17,10 +17,16 @@ from (select l.id,
       cross join unnest(array['email_open', 'email_click', 'page_view', 'pricing_view', 'calculator_use',
                               'form_submit', 'chat_message', 'test_drive_request', 'urgency'])
                  with ordinality as n(name, slot)
+      -- An entry the scorer could not have read (a field missing or of another type) becomes
+      -- "never seen", as the scorer counted it.
+      cross join lateral (select l.signals -> n.name as e) as entry
+      cross join lateral (select jsonb_typeof(e -> 'value') = 'number'
+                                 and jsonb_typeof(e -> 'count') = 'number'
+                                 and jsonb_typeof(e -> 'as_of') = 'string' as readable) as check_entry
       cross join lateral (values
-          (1, coalesce((l.signals -> n.name ->> 'value')::float8, 0)),
-          (2, coalesce((extract(epoch from (l.signals -> n.name ->> 'as_of')::timestamptz) * 1000000)::float8, 0)),
-          (3, coalesce((l.signals -> n.name ->> 'count')::float8, 0))) as p(part, v)
+          (1, case when readable then (e ->> 'value')::float8 else 0 end),
+          (2, case when readable then (extract(epoch from (e ->> 'as_of')::timestamptz) * 1000000)::float8 else 0 end),
+          (3, case when readable then (e ->> 'count')::float8 else 0 end)) as p(part, v)
       where l.signals <> '{}'
       group by l.id) s
 where s.id = l.id;
@@ -45,7 +51,14 @@ from leads l
 cross join unnest(array['email_open', 'email_click', 'page_view', 'pricing_view', 'calculator_use',
                         'form_submit', 'chat_message', 'test_drive_request', 'urgency'])
            with ordinality as n(name, slot)
-where l.signal_state[3 * n.slot] > 0;
+-- Only what the scorer reads as a signal (stored_signals.rs): whole counts and times a float8
+-- holds exactly and a finite value. NaN sorts above every number in PostgreSQL, so the upper
+-- bounds leave it out.
+where l.signal_state[3 * n.slot] between 1 and 9007199254740992
+  and l.signal_state[3 * n.slot] = trunc(l.signal_state[3 * n.slot])
+  and l.signal_state[3 * n.slot - 1] between -9007199254740992 and 9007199254740992
+  and l.signal_state[3 * n.slot - 1] = trunc(l.signal_state[3 * n.slot - 1])
+  and l.signal_state[3 * n.slot - 2] > '-Infinity' and l.signal_state[3 * n.slot - 2] < 'Infinity';
 
 -- A scorer of the release before, still running during a rollout, reads `signals` (now always
 -- empty) and names it in every update it makes to a lead. Such an update fails with a

@@ -31,6 +31,10 @@ pub const SLOTS: [Signal; 9] = [
     Signal::Urgency,
 ];
 
+/// The largest whole number up to which every whole number is a float8 (2^53): microseconds until
+/// the year 2255, and counts far beyond any lead's.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
 /// A lead's stored signals.
 #[derive(Debug, Default)]
 pub struct Signals {
@@ -52,12 +56,17 @@ pub fn parse(stored: &[f64]) -> Signals {
         let &[value, as_of, count] = slot else {
             continue;
         };
-        if count <= 0.0 {
+        if count == 0.0 {
             continue;
         }
-        let as_of = OffsetDateTime::from_unix_timestamp_nanos(as_of as i128 * 1_000);
+        // Whole numbers a float8 holds exactly; anything else (NaN, infinities, a negative count)
+        // was not written by a scorer.
+        let exact = |n: f64| n.is_finite() && n.fract() == 0.0 && n.abs() <= MAX_EXACT;
+        let as_of = (exact(as_of) && exact(count) && count > 0.0)
+            .then(|| OffsetDateTime::from_unix_timestamp_nanos(as_of as i128 * 1_000).ok())
+            .flatten();
         match as_of {
-            Ok(as_of) if value.is_finite() => {
+            Some(as_of) if value.is_finite() => {
                 signals.known.insert(
                     *signal,
                     Running {
@@ -141,6 +150,11 @@ mod tests {
         stored[6..9].copy_from_slice(&[2.5, 1_796_292_000_000_000.0, 3.0]); // page_view
         stored[0..3].copy_from_slice(&[f64::NAN, 1_796_292_000_000_000.0, 1.0]); // email_open
         stored[3..6].copy_from_slice(&[1.0, 1e30, 1.0]); // email_click: a time out of range
+        stored[9..12].copy_from_slice(&[1.0, f64::NAN, 1.0]); // pricing_view: no time
+        stored[12..15].copy_from_slice(&[1.0, 1_796_292_000_000_000.0, f64::NAN]); // calculator_use
+        stored[15..18].copy_from_slice(&[1.0, 1_796_292_000_000_000.0, 1e300]); // form_submit
+        stored[18..21].copy_from_slice(&[1.0, f64::INFINITY, 2.0]); // chat_message
+        stored[21..24].copy_from_slice(&[1.0, 1_796_292_000_000_000.0, -2.0]); // test_drive_request
         stored.extend([4.0, 1_796_292_000_000_000.0, 2.0]); // a tenth signal, a newer model's
         let mut read = parse(&stored);
         assert_eq!(read.known.len(), 1, "{read:?}");
@@ -160,6 +174,7 @@ mod tests {
             &[0.0; 6],
             "unreadable slots are written empty"
         );
+        assert_eq!(&written[9..24], &[0.0; 15]);
     }
 
     #[test]

@@ -1044,6 +1044,86 @@ async fn a_batch_writes_back_the_signals_it_did_not_touch_as_they_were() {
     scorer.stop().await;
 }
 
+/// One statement writes a batch's leads: each folded lead gets its own array back (the arrays go as
+/// one flat array and bounds), and a lead the batch re-scores without folding anything keeps its.
+#[tokio::test]
+async fn a_batch_of_several_leads_writes_each_its_own_signals() {
+    let scorer = Scorer::start().await;
+    let leads = [
+        scorer.lead("truck", 30_000.0).await,
+        scorer.lead("van", 20_000.0).await,
+        scorer.lead("car", 10_000.0).await,
+        scorer.lead("bike", 1_000.0).await,
+    ];
+    // The third lead has signals of its own and is only edited in this batch.
+    let mut signals = stored_signals::Signals::default();
+    let as_of = time::macros::datetime!(2026-11-26 10:00:00 UTC);
+    signals.known.insert(
+        Signal::EmailClick,
+        Running {
+            value: 2.0,
+            as_of,
+            count: 4,
+        },
+    );
+    sqlx::query("update leads set signal_state = $2 where id = $1")
+        .bind(leads[2])
+        .bind(signals.to_stored())
+        .execute(&scorer.pool)
+        .await
+        .expect("signals");
+    let processor = leadflow_scorer::processor::Processor {
+        pool: scorer.pool.clone(),
+        config: Default::default(),
+    };
+    let edited = Envelope::new(leadflow_events::subjects::LEADS_UPDATED, "test")
+        .expect("envelope")
+        .with_lead(leads[2]);
+    let events = vec![
+        engagement("page_view", leads[0], json!({})),
+        engagement("pricing_view", leads[1], json!({})),
+        engagement("page_view", leads[0], json!({})),
+        edited,
+        engagement("pricing_view", leads[1], json!({})),
+        engagement("email_open", leads[3], json!({})),
+        engagement("pricing_view", leads[1], json!({})),
+    ];
+    processor.process(&events).await.expect("batch");
+
+    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "select lead_id, signal, count from lead_signal_rows where lead_id = any($1)",
+    )
+    .bind(&leads[..])
+    .fetch_all(&scorer.pool)
+    .await
+    .expect("rows");
+    let mut rows: Vec<(usize, String, i64)> = rows
+        .into_iter()
+        .map(|(lead, signal, count)| {
+            let index = leads.iter().position(|l| *l == lead).expect("one of ours");
+            (index, signal, count)
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            (0, "page_view".to_owned(), 2),
+            (1, "pricing_view".to_owned(), 3),
+            (2, "email_click".to_owned(), 4),
+            (3, "email_open".to_owned(), 1),
+        ]
+    );
+    let lengths: Vec<Option<i32>> =
+        sqlx::query_scalar("select array_length(signal_state, 1) from leads where id = any($1)")
+            .bind(&leads[..])
+            .fetch_all(&scorer.pool)
+            .await
+            .expect("lengths");
+    assert_eq!(lengths, vec![Some(27); 4]);
+    scorer.stop().await;
+}
+
 /// Engagement events and history rows refuse a row naming a lead that does not exist, insights one
 /// naming a score that does not exist; all three go with a lead that is deleted; ids do not change. Their foreign keys cost a
 /// query per row written, which is why dropping them keeps coming up (docs/benchmarks.md, session
@@ -1160,6 +1240,22 @@ async fn signals_move_onto_their_leads_and_an_older_scorer_is_refused_transientl
     .await
     .expect("signals");
 
+    // Up to migration 19 signals are JSON. Entries no scorer could read (a field of another type
+    // or missing) do not stop migration 20: they become signals never seen, as scorers took them.
+    db::MIGRATOR
+        .run_to(20261206000019, &pool)
+        .await
+        .expect("migrate to 19");
+    sqlx::query(
+        r#"update leads set signals = signals || '{"email_open": {"value": "lots", "as_of": "2026-11-20T12:30:00Z", "count": 1},
+                                                  "urgency": {"value": 1, "count": 1}}'
+           where id = $1"#,
+    )
+    .bind(leads[1])
+    .execute(&pool)
+    .await
+    .expect("unreadable signals");
+
     db::migrate(&db.url.parse::<DatabaseUrl>().expect("url"))
         .await
         .expect("migrate");
@@ -1197,7 +1293,7 @@ async fn signals_move_onto_their_leads_and_an_older_scorer_is_refused_transientl
         ]
     );
     let untouched: i64 = sqlx::query_scalar(
-        "select count(*) from leads where updated_at = '2026-01-01Z' and (id <> $1 or signals = '{}')",
+        "select count(*) from leads where updated_at = '2026-01-01Z' and (id <> $1 or signal_state = '{}')",
     )
     .bind(leads[2])
     .fetch_one(&pool)
