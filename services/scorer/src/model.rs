@@ -28,6 +28,8 @@ pub enum Signal {
 }
 
 impl Signal {
+    /// Every signal, in the order `leads.signal_state` stores them (`stored_signals::SLOTS`):
+    /// append, never reorder.
     pub const ALL: [Signal; 9] = [
         Signal::EmailOpen,
         Signal::EmailClick,

@@ -16,20 +16,11 @@ use time::OffsetDateTime;
 
 use crate::model::{Running, Signal};
 
-/// Where each signal sits in the stored array. A model that adds signals appends them here and to
-/// the names in the view `lead_signal_rows`; numbers past the signals a model knows (a newer
+/// Where each signal sits in the stored array: [`Signal::ALL`]'s order, which is therefore fixed. A
+/// model that adds signals appends them there and to the names in the view `lead_signal_rows`
+/// (the test below holds the two together); numbers past the signals a model knows (a newer
 /// model's) are written back as they were read.
-pub const SLOTS: [Signal; 9] = [
-    Signal::EmailOpen,
-    Signal::EmailClick,
-    Signal::PageView,
-    Signal::PricingView,
-    Signal::CalculatorUse,
-    Signal::FormSubmit,
-    Signal::ChatMessage,
-    Signal::TestDriveRequest,
-    Signal::Urgency,
-];
+pub const SLOTS: [Signal; 9] = Signal::ALL;
 
 /// The largest whole number up to which every whole number is a float8 (2^53): microseconds until
 /// the year 2255, and counts far beyond any lead's.

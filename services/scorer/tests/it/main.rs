@@ -192,6 +192,14 @@ async fn launch(
     )
 }
 
+/// The SQLSTATE of a database error.
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned())
+}
+
 fn engagement(kind: &str, lead: Uuid, data: serde_json::Value) -> Envelope {
     Envelope::new(format!("engagement.{kind}"), "test")
         .expect("valid")
@@ -1174,10 +1182,7 @@ async fn scoring_rows_refer_only_to_what_exists_and_go_with_a_deleted_lead() {
                 .execute(&pool)
                 .await
                 .expect_err("refused");
-            let code = error
-                .as_database_error()
-                .and_then(|e| e.code().map(|c| c.into_owned()));
-            assert_eq!(code.as_deref(), Some("23503"), "{sql}: {error}");
+            assert_eq!(sqlstate(&error).as_deref(), Some("23503"), "{sql}: {error}");
         }
     };
     refused("insert into lead_engagement_events (event_id, lead_id, event_type, occurred_at) values (gen_random_uuid(), $1, 'page_view', now())").await;
@@ -1348,11 +1353,7 @@ async fn signals_move_onto_their_leads_and_an_older_scorer_is_refused_transientl
     .fetch_all(&pool)
     .await
     .expect_err("refused");
-    let code = refused
-        .as_database_error()
-        .and_then(|e| e.code())
-        .map(|c| c.into_owned());
-    assert_eq!(code.as_deref(), Some("40001"), "{refused}");
+    assert_eq!(sqlstate(&refused).as_deref(), Some("40001"), "{refused}");
 
     // Migration 20 moved them again, into `signal_state`. What the release before it ran to
     // update a batch's leads (it names `signals`, changed or not) is refused the same way, and
@@ -1373,11 +1374,7 @@ async fn signals_move_onto_their_leads_and_an_older_scorer_is_refused_transientl
     .execute(&pool)
     .await
     .expect_err("refused");
-    let code = refused
-        .as_database_error()
-        .and_then(|e| e.code())
-        .map(|c| c.into_owned());
-    assert_eq!(code.as_deref(), Some("40001"), "{refused}");
+    assert_eq!(sqlstate(&refused).as_deref(), Some("40001"), "{refused}");
     let (after, score): (Vec<f64>, Option<i16>) =
         sqlx::query_as("select signal_state, score from leads where id = $1")
             .bind(leads[0])
