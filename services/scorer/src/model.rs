@@ -28,8 +28,8 @@ pub enum Signal {
 }
 
 impl Signal {
-    /// Every signal, in the order `leads.signal_state` stores them (`stored_signals::SLOTS`):
-    /// append, never reorder.
+    /// Every signal, in the order `leads.signal_state` stores them (`stored_signals`): append,
+    /// never reorder, and name a new one in `lead_signal_rows` too.
     pub const ALL: [Signal; 9] = [
         Signal::EmailOpen,
         Signal::EmailClick,

@@ -1,5 +1,5 @@
 //! A lead's running signals as `leads.signal_state` keeps them (migration 20): an array of float8,
-//! three numbers a signal in the order of [`SLOTS`], each its value, its `as_of` in microseconds
+//! three numbers a signal in the order of [`Signal::ALL`], each its value, its `as_of` in microseconds
 //! since 1970 and its count, a count of 0 for a signal never seen. `lead_signal_rows` shows them as
 //! rows.
 //!
@@ -16,15 +16,15 @@ use time::OffsetDateTime;
 
 use crate::model::{Running, Signal};
 
-/// Where each signal sits in the stored array: [`Signal::ALL`]'s order, which is therefore fixed. A
-/// model that adds signals appends them there and to the names in the view `lead_signal_rows`
-/// (the test below holds the two together); numbers past the signals a model knows (a newer
-/// model's) are written back as they were read.
-pub const SLOTS: [Signal; 9] = Signal::ALL;
-
 /// The largest whole number up to which every whole number is a float8 (2^53): microseconds until
 /// the year 2255, and counts far beyond any lead's.
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// Whether `n` is a whole number a float8 holds exactly, as every stored time and count is: NaN,
+/// infinities and fractions were not written by a scorer.
+fn exact(n: f64) -> bool {
+    n.is_finite() && n.fract() == 0.0 && n.abs() <= MAX_EXACT
+}
 
 /// A lead's stored signals.
 #[derive(Debug, Default)]
@@ -38,21 +38,20 @@ pub struct Signals {
 /// Reads a lead's stored array. A slot that holds no valid signal (a time out of range, a value
 /// that is not a number) counts as none and is logged.
 pub fn parse(stored: &[f64]) -> Signals {
-    let known_len = (3 * SLOTS.len()).min(stored.len());
+    // Numbers past the signals this model knows (a newer model's, appended to `Signal::ALL`)
+    // are kept, to be written back as they were read.
+    let known_len = (3 * Signal::ALL.len()).min(stored.len());
     let mut signals = Signals {
         known: BTreeMap::new(),
         kept: stored[known_len..].to_vec(),
     };
-    for (signal, slot) in SLOTS.iter().zip(stored[..known_len].chunks_exact(3)) {
+    for (signal, slot) in Signal::ALL.iter().zip(stored[..known_len].chunks_exact(3)) {
         let &[value, as_of, count] = slot else {
             continue;
         };
         if count == 0.0 {
             continue;
         }
-        // Whole numbers a float8 holds exactly; anything else (NaN, infinities, a negative count)
-        // was not written by a scorer.
-        let exact = |n: f64| n.is_finite() && n.fract() == 0.0 && n.abs() <= MAX_EXACT;
         let as_of = (exact(as_of) && exact(count) && count > 0.0)
             .then(|| OffsetDateTime::from_unix_timestamp_nanos(as_of as i128 * 1_000).ok())
             .flatten();
@@ -85,8 +84,8 @@ impl Signals {
     /// `as_of` is cut to whole microseconds, as a `timestamptz` keeps it, so it compares exactly
     /// with the events' `occurred_at` and reads back as it was folded.
     pub fn to_stored(&self) -> Vec<f64> {
-        let mut stored = Vec::with_capacity(3 * SLOTS.len() + self.kept.len());
-        for signal in SLOTS {
+        let mut stored = Vec::with_capacity(3 * Signal::ALL.len() + self.kept.len());
+        for signal in Signal::ALL {
             match self.known.get(&signal) {
                 Some(running) => stored.extend([
                     running.value,
@@ -177,12 +176,16 @@ mod tests {
         assert_eq!(read.to_stored().len(), 27);
     }
 
-    /// The view `lead_signal_rows` names the slots; its migration must list them in this order.
+    /// Migration 20 names the slots (in its conversion and in the view `lead_signal_rows`); it
+    /// must list them in `Signal::ALL`'s order.
     #[test]
     fn the_views_names_follow_the_slots() {
         let migration =
             include_str!("../../../migrations/20261207000020_signal_state_as_numbers.sql");
-        let names: Vec<String> = SLOTS.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let names: Vec<String> = Signal::ALL
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
         let squashed: String = migration.split_whitespace().collect();
         let expected = format!("array[{}]", names.join(","));
         assert_eq!(squashed.matches(&expected).count(), 2, "{expected}");
