@@ -120,6 +120,10 @@ report("leadflow_consumer_batch_duration_seconds", "scorer batch, transaction to
 
 run() { # scenario script label
   local start
+  # Every run starts just after a checkpoint. A flat-out batch run writes a gigabyte or more of WAL,
+  # and the checkpoints it sets off (20-50 s each with the default max_wal_size) otherwise ran
+  # into whichever run came next, by an amount that differed between the builds compared.
+  psql "$PG/postgres" -qc checkpoint
   histogram > "$work/histogram"
   start=$(date +%s.%N)
   wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "benches/wrk/$1.lua" "$G" > "$work/$1.txt"

@@ -12,10 +12,12 @@ use tracing::Instrument as _;
 
 use crate::processor::{Outcome, Processor};
 
-/// The most events one fetch brings, split over the lanes by key. Fetches of 2,000 drained a
-/// backlog a third faster, but the whole pipeline gained nothing measurable and flat-out pixels
-/// lost about a tenth (docs/benchmarks.md, session 14).
-pub const BATCH: usize = 500;
+/// The most events one fetch brings, split over the lanes by key. Draining a backlog, fetches of
+/// 500 (about 250 events a transaction) scored 12,400-14,100 events/s here and fetches of 2,000
+/// 16,500-18,700 (4,000: no further gain): each transaction's round trips, commit and acks cost
+/// the same however many events it carries (docs/benchmarks.md, session 14). A steady load brings
+/// smaller batches anyway, since a fetch takes only what has arrived.
+pub const BATCH: usize = 2000;
 
 pub struct Worker {
     pub processor: std::sync::Arc<Processor>,
