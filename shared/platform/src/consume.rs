@@ -519,9 +519,7 @@ impl<H: Handler> Batches<'_, H> {
             }
             if messages.len() > 1 {
                 tracing::warn!(consumer = self.consumer, error = %error_text, "batch failed; retrying its events one by one");
-                for (item, message) in items.into_iter().zip(messages) {
-                    Box::pin(self.process(vec![item], vec![message])).await;
-                }
+                self.one_by_one(items, messages).await;
                 return;
             }
             tracing::warn!(consumer = self.consumer, error = %error_text, "event failed; it will be redelivered");
@@ -536,6 +534,25 @@ impl<H: Handler> Batches<'_, H> {
                 }
             }
             return;
+        }
+    }
+
+    /// Retries a failed batch's events each in a transaction of its own, so that a bad one fails
+    /// alone. A large batch takes a while that way: the events still to come are reported in
+    /// progress as their ack wait requires, or the server would hand them to another reader
+    /// meanwhile and they would be processed twice.
+    async fn one_by_one(&self, items: Vec<H::Item>, messages: Vec<Message>) {
+        let mut rest: VecDeque<(H::Item, Message)> = items.into_iter().zip(messages).collect();
+        // The failed attempt may have used up most of their ack wait already.
+        let mut reported: Option<Instant> = None;
+        while let Some((item, message)) = rest.pop_front() {
+            if reported.is_none_or(|at| at.elapsed() >= self.settings.progress_every()) {
+                for waiting in std::iter::once(&message).chain(rest.iter().map(|(_, m)| m)) {
+                    let _ = waiting.ack_with(AckKind::Progress).await;
+                }
+                reported = Some(Instant::now());
+            }
+            Box::pin(self.process(vec![item], vec![message])).await;
         }
     }
 

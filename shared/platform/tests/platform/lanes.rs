@@ -38,6 +38,10 @@ struct Recorder {
     held_items: Mutex<Vec<(u64, u64)>>,
     /// What was committed: (key, seq, delivery count).
     committed: Mutex<Vec<(u64, u64, i64)>>,
+    /// An item whose every part fails, as a bad event's would.
+    poison: Mutex<Option<(u64, u64)>>,
+    /// How long a part of one item takes to commit.
+    alone_takes: Mutex<Duration>,
 }
 
 impl Handler for Recorder {
@@ -66,6 +70,17 @@ impl Handler for Recorder {
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             panic!("a bug in the handler");
+        }
+        let poison = *self.poison.lock().expect("lock");
+        if items
+            .iter()
+            .any(|(key, seq, _)| Some((*key, *seq)) == poison)
+        {
+            return Err(sqlx::Error::Decode("a bad event".into()));
+        }
+        let alone_takes = *self.alone_takes.lock().expect("lock");
+        if items.len() == 1 {
+            tokio::time::sleep(alone_takes).await;
         }
         let hold = self.hold.lock().expect("lock").clone();
         if items.iter().any(|(key, _, _)| hold.contains(key)) {
@@ -258,6 +273,40 @@ async fn lanes_commit_in_order_and_what_waits_out_an_outage_is_not_redelivered()
         .release_and_expect(16, &(0..6).collect::<Vec<_>>())
         .await;
 
+    stage.stop(running).await;
+}
+
+/// A failed batch is retried event by event, and however long that takes, the events still to
+/// come are kept in progress: none is handed out again meanwhile, so each commits once, on its
+/// first delivery.
+#[tokio::test]
+async fn a_batch_retried_event_by_event_is_not_redelivered_meanwhile() {
+    let stage = Stage::start().await;
+    let recorder = Arc::new(Recorder::default());
+    *recorder.poison.lock().expect("lock") = Some((0, 0));
+    *recorder.alone_takes.lock().expect("lock") = Duration::from_millis(250);
+    // One key, so one fetch gives all ten to one lane; the other lane is free to fetch anything
+    // the server hands out again. Nine good events at 250 ms each outlast the 1 s ack wait twice.
+    for seq in 0..10 {
+        stage.publish(0, seq).await;
+    }
+    let running = stage.consume(2, &recorder);
+    eventually(Duration::from_secs(10), "the nine good events", || async {
+        (recorder.committed.lock().expect("lock").len() >= 9).then_some(())
+    })
+    .await;
+    // Copies handed out again would wait for the lane holding key 0, then commit.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let committed = recorder.committed.lock().expect("lock").clone();
+    assert_eq!(
+        committed.iter().map(|(_, seq, _)| *seq).collect::<Vec<_>>(),
+        (1..10).collect::<Vec<_>>(),
+        "each good event once, in order: {committed:?}"
+    );
+    assert!(
+        committed.iter().all(|(_, _, delivered)| *delivered == 1),
+        "{committed:?}"
+    );
     stage.stop(running).await;
 }
 
