@@ -15,9 +15,9 @@
 //! pulling for them, at most every [`BACKLOG_POLL`] while the first two are busy. A lane that
 //! finishes does not wait for the others: it takes what waits (but a busy lane's keys), and the
 //! loop fetches for it as soon as it has nothing to do. While every lane is busy nothing is
-//! fetched, so events gather in the stream and batches grow with the load. What waits is reported
-//! in progress to JetStream, so its ack wait never runs out however long a busy lane's batch takes
-//! (a database outage).
+//! fetched, so events gather in the stream and batches grow with the load. What waits, and what a
+//! lane is processing, is reported in progress to JetStream, so its ack wait never runs out however
+//! long a busy lane's batch takes (a database outage, a slow transaction).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -479,7 +479,10 @@ impl<H: Handler> Batches<'_, H> {
         let mut delays = crate::retry::backoff();
         loop {
             let started = Instant::now();
-            let error = match self.handler.process(self.consumer, &items).await {
+            let error = match self
+                .in_progress(&messages, self.handler.process(self.consumer, &items))
+                .await
+            {
                 Ok(done) => {
                     self.handler.committed(done).await;
                     self.acknowledge(&messages).await;
@@ -534,6 +537,25 @@ impl<H: Handler> Batches<'_, H> {
                 }
             }
             return;
+        }
+    }
+
+    /// Runs `work` on `messages`, telling JetStream they are in progress as their ack wait
+    /// requires, so that a transaction slower than the ack wait (a large batch on a busy database)
+    /// does not have its events handed to another reader and processed twice.
+    async fn in_progress<T>(&self, messages: &[Message], work: impl Future<Output = T>) -> T {
+        let every = self.settings.progress_every();
+        let mut due = tokio::time::interval_at(Instant::now() + every, every);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = due.tick() => {
+                    for message in messages {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
         }
     }
 

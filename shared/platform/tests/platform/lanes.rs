@@ -40,8 +40,8 @@ struct Recorder {
     committed: Mutex<Vec<(u64, u64, i64)>>,
     /// An item whose every part fails, as a bad event's would.
     poison: Mutex<Option<(u64, u64)>>,
-    /// How long a part of one item takes to commit.
-    alone_takes: Mutex<Duration>,
+    /// How long a part takes to commit.
+    takes: Mutex<Duration>,
 }
 
 impl Handler for Recorder {
@@ -78,10 +78,8 @@ impl Handler for Recorder {
         {
             return Err(sqlx::Error::Decode("a bad event".into()));
         }
-        let alone_takes = *self.alone_takes.lock().expect("lock");
-        if items.len() == 1 {
-            tokio::time::sleep(alone_takes).await;
-        }
+        let takes = *self.takes.lock().expect("lock");
+        tokio::time::sleep(takes).await;
         let hold = self.hold.lock().expect("lock").clone();
         if items.iter().any(|(key, _, _)| hold.contains(key)) {
             *self.held_attempts.lock().expect("lock") += 1;
@@ -276,6 +274,36 @@ async fn lanes_commit_in_order_and_what_waits_out_an_outage_is_not_redelivered()
     stage.stop(running).await;
 }
 
+/// A part whose transaction outlasts the ack wait is kept in progress while it runs: the server
+/// hands none of its events to another reader, so each commits once, on its first delivery.
+#[tokio::test]
+async fn a_part_slower_than_the_ack_wait_is_not_redelivered_while_it_runs() {
+    let stage = Stage::start().await;
+    let recorder = Arc::new(Recorder::default());
+    *recorder.takes.lock().expect("lock") = Duration::from_millis(2500);
+    for seq in 0..5 {
+        stage.publish(0, seq).await;
+    }
+    let running = stage.consume(2, &recorder);
+    eventually(Duration::from_secs(10), "the part", || async {
+        (recorder.committed.lock().expect("lock").len() >= 5).then_some(())
+    })
+    .await;
+    // Copies handed out again would wait for the lane holding key 0, then commit.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let committed = recorder.committed.lock().expect("lock").clone();
+    assert_eq!(
+        committed.iter().map(|(_, seq, _)| *seq).collect::<Vec<_>>(),
+        (0..5).collect::<Vec<_>>(),
+        "each event once, in order: {committed:?}"
+    );
+    assert!(
+        committed.iter().all(|(_, _, delivered)| *delivered == 1),
+        "{committed:?}"
+    );
+    stage.stop(running).await;
+}
+
 /// A failed batch is retried event by event, and however long that takes, the events still to
 /// come are kept in progress: none is handed out again meanwhile, so each commits once, on its
 /// first delivery.
@@ -284,7 +312,7 @@ async fn a_batch_retried_event_by_event_is_not_redelivered_meanwhile() {
     let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
     *recorder.poison.lock().expect("lock") = Some((0, 0));
-    *recorder.alone_takes.lock().expect("lock") = Duration::from_millis(250);
+    *recorder.takes.lock().expect("lock") = Duration::from_millis(250);
     // One key, so one fetch gives all ten to one lane; the other lane is free to fetch anything
     // the server hands out again. Nine good events at 250 ms each outlast the 1 s ack wait twice.
     for seq in 0..10 {
