@@ -480,7 +480,7 @@ impl<H: Handler> Batches<'_, H> {
         loop {
             let started = Instant::now();
             let error = match self
-                .in_progress(&messages, self.handler.process(self.consumer, &items))
+                .in_progress(messages.iter(), self.handler.process(self.consumer, &items))
                 .await
             {
                 Ok(done) => {
@@ -540,10 +540,14 @@ impl<H: Handler> Batches<'_, H> {
         }
     }
 
-    /// Runs `work` on `messages`, telling JetStream they are in progress as their ack wait
-    /// requires, so that a transaction slower than the ack wait (a large batch on a busy database)
-    /// does not have its events handed to another reader and processed twice.
-    async fn in_progress<T>(&self, messages: &[Message], work: impl Future<Output = T>) -> T {
+    /// Runs `work`, telling JetStream that `messages` are in progress as their ack wait requires,
+    /// so that work slower than the ack wait (a large batch on a busy database) does not have
+    /// them handed to another reader and processed twice.
+    async fn in_progress<'m, T>(
+        &self,
+        messages: impl Iterator<Item = &'m Message> + Clone,
+        work: impl Future<Output = T>,
+    ) -> T {
         let every = self.settings.progress_every();
         let mut due = tokio::time::interval_at(Instant::now() + every, every);
         tokio::pin!(work);
@@ -551,7 +555,7 @@ impl<H: Handler> Batches<'_, H> {
             tokio::select! {
                 done = &mut work => return done,
                 _ = due.tick() => {
-                    for message in messages {
+                    for message in messages.clone() {
                         let _ = message.ack_with(AckKind::Progress).await;
                     }
                 }
@@ -560,21 +564,22 @@ impl<H: Handler> Batches<'_, H> {
     }
 
     /// Retries a failed batch's events each in a transaction of its own, so that a bad one fails
-    /// alone. A large batch takes a while that way: the events still to come are reported in
-    /// progress as their ack wait requires, or the server would hand them to another reader
-    /// meanwhile and they would be processed twice.
+    /// alone. The events still to come are kept in progress meanwhile, however long one takes (the
+    /// database may go away in the middle). Shutting down, they go back in order once the event
+    /// in hand is done, so a key's later events cannot commit before its earlier ones elsewhere.
     async fn one_by_one(&self, items: Vec<H::Item>, messages: Vec<Message>) {
+        let token = self.platform.shutdown_token();
         let mut rest: VecDeque<(H::Item, Message)> = items.into_iter().zip(messages).collect();
-        // The failed attempt may have used up most of their ack wait already.
-        let mut reported: Option<Instant> = None;
         while let Some((item, message)) = rest.pop_front() {
-            if reported.is_none_or(|at| at.elapsed() >= self.settings.progress_every()) {
-                for waiting in std::iter::once(&message).chain(rest.iter().map(|(_, m)| m)) {
-                    let _ = waiting.ack_with(AckKind::Progress).await;
+            let waiting = rest.iter().map(|(_, m)| m);
+            self.in_progress(waiting, Box::pin(self.process(vec![item], vec![message])))
+                .await;
+            if token.is_cancelled() {
+                for (_, message) in rest {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
                 }
-                reported = Some(Instant::now());
+                return;
             }
-            Box::pin(self.process(vec![item], vec![message])).await;
         }
     }
 

@@ -304,31 +304,31 @@ async fn a_part_slower_than_the_ack_wait_is_not_redelivered_while_it_runs() {
     stage.stop(running).await;
 }
 
-/// A failed batch is retried event by event, and however long that takes, the events still to
-/// come are kept in progress: none is handed out again meanwhile, so each commits once, on its
-/// first delivery.
+/// A failed batch is retried event by event, and however long that takes, even one event longer
+/// than the ack wait, the events still to come are kept in progress: none is handed out again
+/// meanwhile, so each commits once, on its first delivery.
 #[tokio::test]
 async fn a_batch_retried_event_by_event_is_not_redelivered_meanwhile() {
     let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
     *recorder.poison.lock().expect("lock") = Some((0, 0));
-    *recorder.takes.lock().expect("lock") = Duration::from_millis(250);
-    // One key, so one fetch gives all ten to one lane; the other lane is free to fetch anything
-    // the server hands out again. Nine good events at 250 ms each outlast the 1 s ack wait twice.
-    for seq in 0..10 {
+    *recorder.takes.lock().expect("lock") = Duration::from_millis(1500);
+    // One key, so one fetch gives all five to one lane; the other lane is free to fetch anything
+    // the server hands out again. Each good event alone outlasts the 1 s ack wait.
+    for seq in 0..5 {
         stage.publish(0, seq).await;
     }
     let running = stage.consume(2, &recorder);
-    eventually(Duration::from_secs(10), "the nine good events", || async {
-        (recorder.committed.lock().expect("lock").len() >= 9).then_some(())
+    eventually(Duration::from_secs(15), "the four good events", || async {
+        (recorder.committed.lock().expect("lock").len() >= 4).then_some(())
     })
     .await;
     // Copies handed out again would wait for the lane holding key 0, then commit.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let committed = recorder.committed.lock().expect("lock").clone();
     assert_eq!(
         committed.iter().map(|(_, seq, _)| *seq).collect::<Vec<_>>(),
-        (1..10).collect::<Vec<_>>(),
+        (1..5).collect::<Vec<_>>(),
         "each good event once, in order: {committed:?}"
     );
     assert!(
@@ -438,6 +438,44 @@ async fn at_shutdown_a_held_part_and_what_waits_for_its_key_go_back_in_order() {
         .collect();
     assert_eq!(back, ["0:0", "0:1"], "handed back at once, in order");
     assert!(recorder.committed.lock().expect("lock").is_empty());
+    stage.platform.close().await;
+    drop_namespace(&stage.namespace).await;
+}
+
+/// Shutting down during an event-by-event retry, the event in hand finishes and the rest go back
+/// at once, in order, rather than being worked through first.
+#[tokio::test]
+async fn at_shutdown_an_event_by_event_retry_hands_back_the_rest_in_order() {
+    let stage = Stage::start().await;
+    let recorder = Arc::new(Recorder::default());
+    *recorder.poison.lock().expect("lock") = Some((0, 0));
+    *recorder.takes.lock().expect("lock") = Duration::from_millis(1500);
+    for seq in 0..5 {
+        stage.publish(0, seq).await;
+    }
+    let running = stage.consume(2, &recorder);
+    eventually(Duration::from_secs(10), "the first good event", || async {
+        (!recorder.committed.lock().expect("lock").is_empty()).then_some(())
+    })
+    .await;
+    stage.halt(running).await;
+
+    let committed: Vec<u64> = recorder
+        .committed
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, seq, _)| *seq)
+        .collect();
+    assert_eq!(committed, [1, 2], "the event in hand finished, no more");
+    let observer = stage.platform.bus.consumer(&SPEC).await.expect("consumer");
+    let back: Vec<String> = fetch(&observer, 10)
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .filter(|m| m != "0:0")
+        .collect();
+    assert_eq!(back, ["0:3", "0:4"], "handed back at once, in order");
     stage.platform.close().await;
     drop_namespace(&stage.namespace).await;
 }
