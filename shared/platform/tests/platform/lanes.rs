@@ -124,6 +124,28 @@ impl Recorder {
         );
     }
 
+    /// Waits until `seqs` (of key 0) have committed, then long enough for any copy the server
+    /// handed out again to commit too (it would wait for the lane holding key 0), and checks that
+    /// each committed once, in order, on its first delivery.
+    async fn each_once_on_first_delivery(&self, seqs: std::ops::Range<u64>, linger: Duration) {
+        let n = seqs.clone().count();
+        eventually(Duration::from_secs(15), "the events to commit", || async {
+            (self.committed.lock().expect("lock").len() >= n).then_some(())
+        })
+        .await;
+        tokio::time::sleep(linger).await;
+        let committed = self.committed.lock().expect("lock").clone();
+        assert_eq!(
+            committed.iter().map(|(_, seq, _)| *seq).collect::<Vec<_>>(),
+            seqs.collect::<Vec<_>>(),
+            "each event once, in order: {committed:?}"
+        );
+        assert!(
+            committed.iter().all(|(_, _, delivered)| *delivered == 1),
+            "{committed:?}"
+        );
+    }
+
     async fn committed_reaches(&self, n: usize, what: &str) {
         eventually(Duration::from_secs(10), what, || async {
             (self.committed.lock().expect("lock").len() == n).then_some(())
@@ -197,6 +219,24 @@ impl Stage {
         let running = self.consume(2, recorder);
         recorder.holding().await;
         running
+    }
+
+    /// Key 0's items `0:0` to `0:4` in the stream, then a two-lane loop whose parts each take
+    /// `takes`; with `poison`, every part with `0:0` fails as a bad event's would. One key, so one
+    /// fetch gives all five to one lane, and the other lane is free to fetch anything the server
+    /// hands out again.
+    async fn slow_key_0(
+        &self,
+        recorder: &Arc<Recorder>,
+        takes: Duration,
+        poison: bool,
+    ) -> JoinHandle<()> {
+        *recorder.takes.lock().expect("lock") = takes;
+        *recorder.poison.lock().expect("lock") = poison.then_some((0, 0));
+        for seq in 0..5 {
+            self.publish(0, seq).await;
+        }
+        self.consume(2, recorder)
     }
 
     /// Shuts the loop down; it must end within 5 s without a panic.
@@ -280,27 +320,12 @@ async fn lanes_commit_in_order_and_what_waits_out_an_outage_is_not_redelivered()
 async fn a_part_slower_than_the_ack_wait_is_not_redelivered_while_it_runs() {
     let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
-    *recorder.takes.lock().expect("lock") = Duration::from_millis(2500);
-    for seq in 0..5 {
-        stage.publish(0, seq).await;
-    }
-    let running = stage.consume(2, &recorder);
-    eventually(Duration::from_secs(10), "the part", || async {
-        (recorder.committed.lock().expect("lock").len() >= 5).then_some(())
-    })
-    .await;
-    // Copies handed out again would wait for the lane holding key 0, then commit.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let committed = recorder.committed.lock().expect("lock").clone();
-    assert_eq!(
-        committed.iter().map(|(_, seq, _)| *seq).collect::<Vec<_>>(),
-        (0..5).collect::<Vec<_>>(),
-        "each event once, in order: {committed:?}"
-    );
-    assert!(
-        committed.iter().all(|(_, _, delivered)| *delivered == 1),
-        "{committed:?}"
-    );
+    let running = stage
+        .slow_key_0(&recorder, Duration::from_millis(2500), false)
+        .await;
+    recorder
+        .each_once_on_first_delivery(0..5, Duration::from_millis(3500))
+        .await;
     stage.stop(running).await;
 }
 
@@ -311,30 +336,13 @@ async fn a_part_slower_than_the_ack_wait_is_not_redelivered_while_it_runs() {
 async fn a_batch_retried_event_by_event_is_not_redelivered_meanwhile() {
     let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
-    *recorder.poison.lock().expect("lock") = Some((0, 0));
-    *recorder.takes.lock().expect("lock") = Duration::from_millis(1500);
-    // One key, so one fetch gives all five to one lane; the other lane is free to fetch anything
-    // the server hands out again. Each good event alone outlasts the 1 s ack wait.
-    for seq in 0..5 {
-        stage.publish(0, seq).await;
-    }
-    let running = stage.consume(2, &recorder);
-    eventually(Duration::from_secs(15), "the four good events", || async {
-        (recorder.committed.lock().expect("lock").len() >= 4).then_some(())
-    })
-    .await;
-    // Copies handed out again would wait for the lane holding key 0, then commit.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let committed = recorder.committed.lock().expect("lock").clone();
-    assert_eq!(
-        committed.iter().map(|(_, seq, _)| *seq).collect::<Vec<_>>(),
-        (1..5).collect::<Vec<_>>(),
-        "each good event once, in order: {committed:?}"
-    );
-    assert!(
-        committed.iter().all(|(_, _, delivered)| *delivered == 1),
-        "{committed:?}"
-    );
+    // Each good event alone outlasts the 1 s ack wait.
+    let running = stage
+        .slow_key_0(&recorder, Duration::from_millis(1500), true)
+        .await;
+    recorder
+        .each_once_on_first_delivery(1..5, Duration::from_millis(2000))
+        .await;
     stage.stop(running).await;
 }
 
@@ -448,12 +456,9 @@ async fn at_shutdown_a_held_part_and_what_waits_for_its_key_go_back_in_order() {
 async fn at_shutdown_an_event_by_event_retry_hands_back_the_rest_in_order() {
     let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
-    *recorder.poison.lock().expect("lock") = Some((0, 0));
-    *recorder.takes.lock().expect("lock") = Duration::from_millis(1500);
-    for seq in 0..5 {
-        stage.publish(0, seq).await;
-    }
-    let running = stage.consume(2, &recorder);
+    let running = stage
+        .slow_key_0(&recorder, Duration::from_millis(1500), true)
+        .await;
     eventually(Duration::from_secs(10), "the first good event", || async {
         (!recorder.committed.lock().expect("lock").is_empty()).then_some(())
     })
