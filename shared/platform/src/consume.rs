@@ -285,8 +285,15 @@ pub async fn run<H: Handler>(
             }
         }
     }
-    for queued in lanes.waiting {
-        let _ = queued.message.ack_with(AckKind::Nak(None)).await;
+    let waiting: Vec<Message> = lanes.waiting.into_iter().map(|q| q.message).collect();
+    hand_back(&waiting).await;
+}
+
+/// Gives messages back to JetStream for any reader, at once and in the order given, which is the
+/// order it redelivers them in.
+async fn hand_back(messages: &[Message]) {
+    for message in messages {
+        let _ = message.ack_with(AckKind::Nak(None)).await;
     }
 }
 
@@ -465,6 +472,16 @@ async fn fetch(consumer: PullConsumer, batch: usize, name: Arc<str>) -> Fetched 
     }
 }
 
+/// How a lane's attempts at a part ended.
+enum Held<D> {
+    /// Committed, by the attempt that started then.
+    Committed(D, Instant),
+    /// Failed for a reason of the events' own: retried event by event, or redelivered.
+    Failed(sqlx::Error),
+    /// Held until the service began shutting down.
+    ShuttingDown,
+}
+
 struct Batches<'a, H> {
     platform: &'a Platform,
     handler: &'a H,
@@ -474,69 +491,69 @@ struct Batches<'a, H> {
 
 impl<H: Handler> Batches<'_, H> {
     async fn process(&self, items: Vec<H::Item>, messages: Vec<Message>) {
-        let metrics = &self.platform.metrics;
+        // The part stays in progress with JetStream for as long as this lane holds it: through a
+        // slow transaction, and through the retries while the database is away.
+        let held = self
+            .in_progress(messages.iter(), self.attempt(&items, messages.len()))
+            .await;
+        let error = match held {
+            Held::Committed(done, started) => {
+                self.handler.committed(done).await;
+                self.acknowledge(&messages).await;
+                self.platform
+                    .metrics
+                    .batch_duration
+                    .with_label_values(&[self.consumer])
+                    .observe(started.elapsed().as_secs_f64());
+                return;
+            }
+            Held::ShuttingDown => return hand_back(&messages).await,
+            Held::Failed(error) => error,
+        };
+        let error_text = crate::error_chain(&error);
+        if messages.len() > 1 {
+            tracing::warn!(consumer = self.consumer, error = %error_text, "batch failed; retrying its events one by one");
+            self.one_by_one(items, messages).await;
+            return;
+        }
+        tracing::warn!(consumer = self.consumer, error = %error_text, "event failed; it will be redelivered");
+        for message in messages {
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            if self.settings.max_deliver > 0 && delivered >= self.settings.max_deliver {
+                self.dead_letter(&message, &error.to_string()).await;
+            } else {
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
+    }
+
+    /// Processes the items until they commit or fail for a reason of their own. PostgreSQL
+    /// unreachable, or a lost deadlock, says nothing about the events: the attempt is repeated,
+    /// backing off, until the database takes it or the service shuts down.
+    async fn attempt(&self, items: &[H::Item], count: usize) -> Held<H::Done> {
         let token = self.platform.shutdown_token();
         let mut delays = crate::retry::backoff();
         loop {
             let started = Instant::now();
-            let error = match self
-                .in_progress(messages.iter(), self.handler.process(self.consumer, &items))
-                .await
-            {
-                Ok(done) => {
-                    self.handler.committed(done).await;
-                    self.acknowledge(&messages).await;
-                    metrics
-                        .batch_duration
-                        .with_label_values(&[self.consumer])
-                        .observe(started.elapsed().as_secs_f64());
-                    return;
-                }
+            let error = match self.handler.process(self.consumer, items).await {
+                Ok(done) => return Held::Committed(done, started),
                 Err(e) => e,
             };
-            metrics
+            self.platform
+                .metrics
                 .events_failed
                 .with_label_values(&[self.consumer])
-                .inc_by(messages.len() as u64);
-            let error_text = crate::error_chain(&error);
-            if is_transient(&error) {
-                tracing::warn!(consumer = self.consumer, error = %error_text, "batch held until the database can take it (unreachable, busy, or its schema not yet migrated)");
-                for message in &messages {
-                    let _ = message.ack_with(AckKind::Progress).await;
-                }
-                // Progress must be reported again before `NATS_ACK_WAIT` runs out.
-                let delay = delays
-                    .next()
-                    .unwrap_or(Duration::from_secs(5))
-                    .min(self.settings.progress_every());
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => continue,
-                    () = token.cancelled() => {
-                        // Shutting down: hand the batch back for another instance.
-                        for message in &messages {
-                            let _ = message.ack_with(AckKind::Nak(None)).await;
-                        }
-                        return;
-                    }
-                }
+                .inc_by(count as u64);
+            if !is_transient(&error) {
+                return Held::Failed(error);
             }
-            if messages.len() > 1 {
-                tracing::warn!(consumer = self.consumer, error = %error_text, "batch failed; retrying its events one by one");
-                self.one_by_one(items, messages).await;
-                return;
+            tracing::warn!(consumer = self.consumer, error = %crate::error_chain(&error), "batch held until the database can take it (unreachable, busy, or its schema not yet migrated)");
+            tokio::select! {
+                () = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
+                () = token.cancelled() => return Held::ShuttingDown,
             }
-            tracing::warn!(consumer = self.consumer, error = %error_text, "event failed; it will be redelivered");
-            for message in messages {
-                let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-                if self.settings.max_deliver > 0 && delivered >= self.settings.max_deliver {
-                    self.dead_letter(&message, &error.to_string()).await;
-                } else {
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                }
-            }
-            return;
         }
     }
 
@@ -575,10 +592,8 @@ impl<H: Handler> Batches<'_, H> {
             self.in_progress(waiting, Box::pin(self.process(vec![item], vec![message])))
                 .await;
             if token.is_cancelled() {
-                for (_, message) in rest {
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
-                }
-                return;
+                let rest: Vec<Message> = rest.into_iter().map(|(_, m)| m).collect();
+                return hand_back(&rest).await;
             }
         }
     }
