@@ -86,7 +86,7 @@ impl Metrics {
             )?,
             events_failed: reg.counter_vec(
                 "events_failed_total",
-                "Event processing failures (to be redelivered), by consumer.",
+                "Events that failed alone, to be redelivered (or dead-lettered at the last delivery), by consumer.",
                 &["consumer"],
             )?,
             events_dead_lettered: reg.counter_vec(

@@ -42,6 +42,8 @@ struct Recorder {
     poison: Mutex<Option<(u64, u64)>>,
     /// How long a part takes to commit.
     takes: Mutex<Duration>,
+    /// The seqs of every part handed to `process`, failed or not.
+    parts: Mutex<Vec<Vec<u64>>>,
 }
 
 impl Handler for Recorder {
@@ -64,6 +66,10 @@ impl Handler for Recorder {
     }
 
     async fn process(&self, _consumer: &str, items: &[Self::Item]) -> sqlx::Result<Self::Done> {
+        self.parts
+            .lock()
+            .expect("lock")
+            .push(items.iter().map(|(_, seq, _)| *seq).collect());
         if items.iter().any(|(key, seq, _)| (*key, *seq) == (0, 0))
             && self
                 .panic_once
@@ -127,7 +133,11 @@ impl Recorder {
     /// Waits until `seqs` (of key 0) have committed, then long enough for any copy the server
     /// handed out again to commit too (it would wait for the lane holding key 0), and checks that
     /// each committed once, in order, on its first delivery.
-    async fn each_once_on_first_delivery(&self, seqs: std::ops::Range<u64>, linger: Duration) {
+    async fn each_once_on_first_delivery(
+        &self,
+        seqs: impl Iterator<Item = u64> + Clone,
+        linger: Duration,
+    ) {
         let n = seqs.clone().count();
         eventually(Duration::from_secs(15), "the events to commit", || async {
             (self.committed.lock().expect("lock").len() >= n).then_some(())
@@ -203,10 +213,19 @@ impl Stage {
 
     /// The consume loop over `lanes` lanes, in batches of 10.
     fn consume(&self, lanes: usize, recorder: &Arc<Recorder>) -> JoinHandle<()> {
+        self.consume_in_batches(lanes, 10, recorder)
+    }
+
+    fn consume_in_batches(
+        &self,
+        lanes: usize,
+        batch: usize,
+        recorder: &Arc<Recorder>,
+    ) -> JoinHandle<()> {
         tokio::spawn(consume::run(
             self.platform.clone(),
             SPEC,
-            10,
+            batch,
             lanes,
             recorder.clone(),
         ))
@@ -221,19 +240,20 @@ impl Stage {
         running
     }
 
-    /// Key 0's items `0:0` to `0:4` in the stream, then a two-lane loop whose parts each take
-    /// `takes`; with `poison`, every part with `0:0` fails as a bad event's would. One key, so one
-    /// fetch gives all five to one lane, and the other lane is free to fetch anything the server
-    /// hands out again.
+    /// Key 0's items `0:0` to `0:{events - 1}` in the stream (10 at most), then a two-lane loop
+    /// whose parts each take `takes`; with `poison`, every part with `0:0` fails as a bad event's
+    /// would. One key, so one fetch gives them all to one lane, and the other lane is free to fetch
+    /// anything the server hands out again.
     async fn slow_key_0(
         &self,
         recorder: &Arc<Recorder>,
+        events: u64,
         takes: Duration,
         poison: bool,
     ) -> JoinHandle<()> {
         *recorder.takes.lock().expect("lock") = takes;
         *recorder.poison.lock().expect("lock") = poison.then_some((0, 0));
-        for seq in 0..5 {
+        for seq in 0..events {
             self.publish(0, seq).await;
         }
         self.consume(2, recorder)
@@ -321,7 +341,7 @@ async fn a_part_slower_than_the_ack_wait_is_not_redelivered_while_it_runs() {
     let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
     let running = stage
-        .slow_key_0(&recorder, Duration::from_millis(2500), false)
+        .slow_key_0(&recorder, 5, Duration::from_millis(2500), false)
         .await;
     recorder
         .each_once_on_first_delivery(0..5, Duration::from_millis(3500))
@@ -329,16 +349,54 @@ async fn a_part_slower_than_the_ack_wait_is_not_redelivered_while_it_runs() {
     stage.stop(running).await;
 }
 
-/// A failed batch is retried event by event, and however long that takes, even one event longer
-/// than the ack wait, the events still to come are kept in progress: none is handed out again
-/// meanwhile, so each commits once, on its first delivery.
+/// A batch with a bad event is retried in halves, each halved again while it fails: the bad event
+/// fails alone, every good one commits once, in order, on its first delivery, and it takes a
+/// handful of transactions, not one an event.
 #[tokio::test]
-async fn a_batch_retried_event_by_event_is_not_redelivered_meanwhile() {
+async fn a_bad_event_fails_alone_within_a_few_transactions() {
     let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
-    // Each good event alone outlasts the 1 s ack wait.
+    *recorder.poison.lock().expect("lock") = Some((0, 37));
+    for seq in 0..64 {
+        stage.publish(0, seq).await;
+    }
+    let running = stage.consume_in_batches(2, 64, &recorder);
+    recorder
+        .each_once_on_first_delivery((0..64).filter(|seq| *seq != 37), Duration::ZERO)
+        .await;
+
+    let parts = recorder.parts.lock().expect("lock").clone();
+    let with_good_events = parts.iter().filter(|part| *part != &[37]).count();
+    assert!(
+        with_good_events <= 2 * 6,
+        "at most two transactions for each of log2(64) halvings, not one an event: {parts:?}"
+    );
+    let alone = parts.iter().filter(|part| *part == &[37]).count();
+    assert!(alone >= 1, "the bad event was tried alone: {parts:?}");
+    let name = stage.platform.bus.namespace().name(SPEC.name);
+    let failed = stage
+        .platform
+        .metrics
+        .events_failed
+        .with_label_values(&[name.as_str()])
+        .get();
+    assert!(
+        (1..=alone as u64).contains(&failed),
+        "only the bad event counts as failed ({failed}), once a try alone ({alone})"
+    );
+    stage.stop(running).await;
+}
+
+/// A failed batch is retried in halves, and however long that takes, even one event longer than
+/// the ack wait, the half still to come is kept in progress: none of its events is handed out
+/// again meanwhile, so each commits once, on its first delivery.
+#[tokio::test]
+async fn a_batch_retried_in_halves_is_not_redelivered_meanwhile() {
+    let stage = Stage::start().await;
+    let recorder = Arc::new(Recorder::default());
+    // `0:1` alone outlasts the 1 s ack wait, while `0:2` to `0:4` wait their turn.
     let running = stage
-        .slow_key_0(&recorder, Duration::from_millis(1500), true)
+        .slow_key_0(&recorder, 5, Duration::from_millis(1500), true)
         .await;
     recorder
         .each_once_on_first_delivery(1..5, Duration::from_millis(2000))
@@ -450,14 +508,16 @@ async fn at_shutdown_a_held_part_and_what_waits_for_its_key_go_back_in_order() {
     drop_namespace(&stage.namespace).await;
 }
 
-/// Shutting down during an event-by-event retry, the event in hand finishes and the rest go back
-/// at once, in order, rather than being worked through first.
+/// Shutting down while a batch is retried in halves, the half in hand finishes and the halves
+/// still to come go back at once, in order, rather than being worked through first.
 #[tokio::test]
-async fn at_shutdown_an_event_by_event_retry_hands_back_the_rest_in_order() {
+async fn at_shutdown_a_retry_in_halves_hands_back_the_rest_in_order() {
     let stage = Stage::start().await;
     let recorder = Arc::new(Recorder::default());
+    // Halves of 0-3 and 4-7; 0-3 fails too, and its halves 0-1 (halved again: 0 fails alone, 1
+    // commits) and 2-3 come next. Shutdown comes when 1 has committed, while 2-3 runs.
     let running = stage
-        .slow_key_0(&recorder, Duration::from_millis(1500), true)
+        .slow_key_0(&recorder, 8, Duration::from_millis(1500), true)
         .await;
     eventually(Duration::from_secs(10), "the first good event", || async {
         (!recorder.committed.lock().expect("lock").is_empty()).then_some(())
@@ -472,7 +532,7 @@ async fn at_shutdown_an_event_by_event_retry_hands_back_the_rest_in_order() {
         .iter()
         .map(|(_, seq, _)| *seq)
         .collect();
-    assert_eq!(committed, [1, 2], "the event in hand finished, no more");
+    assert_eq!(committed, [1, 2, 3], "the half in hand finished, no more");
     let observer = stage.platform.bus.consumer(&SPEC).await.expect("consumer");
     let back: Vec<String> = fetch(&observer, 10)
         .await
@@ -480,7 +540,11 @@ async fn at_shutdown_an_event_by_event_retry_hands_back_the_rest_in_order() {
         .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
         .filter(|m| m != "0:0")
         .collect();
-    assert_eq!(back, ["0:3", "0:4"], "handed back at once, in order");
+    assert_eq!(
+        back,
+        ["0:4", "0:5", "0:6", "0:7"],
+        "handed back at once, in order"
+    );
     stage.platform.close().await;
     drop_namespace(&stage.namespace).await;
 }
