@@ -512,6 +512,10 @@ impl<H: Handler> Batches<'_, H> {
         };
         let error_text = crate::error_chain(&error);
         if messages.len() > 1 {
+            if self.platform.shutdown_token().is_cancelled() {
+                // Splitting would start new transactions after shutdown began.
+                return hand_back(&messages).await;
+            }
             tracing::warn!(consumer = self.consumer, events = messages.len(), error = %error_text, "batch failed; retrying it in halves");
             self.halves(items, messages).await;
             return;
@@ -571,22 +575,21 @@ impl<H: Handler> Batches<'_, H> {
         loop {
             tokio::select! {
                 done = &mut work => return done,
-                _ = due.tick() => {
-                    for message in messages.clone() {
-                        let _ = message.ack_with(AckKind::Progress).await;
-                    }
-                }
+                _ = due.tick() => still_in_progress(messages.clone()).await,
             }
         }
     }
 
     /// Retries a failed part as two halves, in delivery order, each halved again while it fails,
     /// so that a bad event fails alone after about 2·log2(n) transactions: retrying a part of the
-    /// scorer's 2,000 events one at a time took 2,000. The later half is kept in progress while
-    /// the earlier one runs, however long that takes (the database may go away in the middle).
-    /// Shutting down, it goes back untouched once the earlier half is done, so a key's later
-    /// events cannot commit before its earlier ones elsewhere.
+    /// scorer's 2,000 events one at a time took 2,000 more. The later half is kept in progress
+    /// while the earlier one runs, however long that takes (the database may go away in the
+    /// middle). Shutting down, it goes back untouched once the earlier half is done, so a key's
+    /// later events cannot commit before its earlier ones elsewhere.
     async fn halves(&self, mut items: Vec<H::Item>, mut messages: Vec<Message>) {
+        // Each half's reports start a new interval: reporting the whole part now keeps every
+        // event within two intervals (two thirds of the ack wait) of its last report.
+        still_in_progress(messages.iter()).await;
         let middle = messages.len() / 2;
         let later_items = items.split_off(middle);
         let later_messages = messages.split_off(middle);
@@ -674,6 +677,13 @@ impl<H: Handler> Batches<'_, H> {
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
                 .await;
         }
+    }
+}
+
+/// Tells JetStream that the messages are still in progress, so their ack wait starts again.
+async fn still_in_progress<'m>(messages: impl Iterator<Item = &'m Message>) {
+    for message in messages {
+        let _ = message.ack_with(AckKind::Progress).await;
     }
 }
 
