@@ -81,10 +81,10 @@ async fn main() -> anyhow::Result<()> {
     let port = options.get_port();
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
-        // As leadflow's pools do (see its nodelay module), or every batch waits for a delayed ACK.
+        // As leadflow's pools do (see its sockets module), or every batch waits for a delayed ACK.
         .after_connect(move |_, _| {
             Box::pin(async move {
-                let _ = leadflow_platform::db::nodelay::apply(port);
+                let _ = leadflow_platform::db::sockets::apply(port);
                 Ok(())
             })
         })

@@ -4,7 +4,7 @@ mod breaker;
 mod diagnose;
 mod loopback;
 mod migrate;
-pub mod nodelay;
+pub mod sockets;
 
 use std::{
     future::Future,
@@ -120,8 +120,8 @@ impl Database {
             .idle_timeout(Duration::from_secs(300))
             .after_connect(move |_conn, _meta| {
                 Box::pin(async move {
-                    if let Err(e) = nodelay::apply(port) {
-                        tracing::debug!(error = %e, "could not set TCP_NODELAY on database connections");
+                    if let Err(e) = sockets::apply(port) {
+                        tracing::debug!(error = %e, "could not set TCP options on database connections");
                     }
                     Ok(())
                 })

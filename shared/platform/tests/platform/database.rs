@@ -392,7 +392,7 @@ async fn migrate_waits_for_a_database_that_is_still_starting() {
 }
 
 #[tokio::test]
-async fn pooled_connections_have_nagle_turned_off() {
+async fn pooled_connections_have_nagle_off_and_find_a_server_that_is_gone() {
     // Through a proxy of our own, so the scan sees only this test's sockets to that port.
     let test_db = TestDb::empty().await;
     let proxy = TcpProxy::start(postgres_addr(), true).await;
@@ -403,9 +403,10 @@ async fn pooled_connections_have_nagle_turned_off() {
     let db = database(&url, &[]);
     let conn = db.acquire().await.expect("connection");
 
-    // The pool's socket already has TCP_NODELAY; a plain socket to the same port does not.
+    // The pool's socket already has TCP_NODELAY, keepalive probes and a user timeout; a plain
+    // socket to the same port has none of them.
     let plain = std::net::TcpStream::connect(proxy.addr()).expect("plain socket");
-    assert_eq!(db::nodelay::apply(proxy.addr().port()).expect("scan"), 1);
+    assert_eq!(db::sockets::apply(proxy.addr().port()).expect("scan"), 1);
     drop((conn, plain));
     db.close(Duration::from_secs(5)).await;
 }
