@@ -13,30 +13,40 @@
 //!   about [`DEAD_AFTER`], an I/O error every service takes for the database being unreachable: it
 //!   retries on a new connection. A server that is only slow still answers the probes from its
 //!   kernel, so a long statement is not cut short (`DB_STATEMENT_TIMEOUT` bounds those, on the
-//!   server).
+//!   server). The exception is a pooler that stops reading while it waits for a server connection
+//!   (PgBouncer with its pool full): a statement too large for the socket buffers then sits unsent,
+//!   and fails after 30 s. The connection's options (`Database::new`) set the same on the server's
+//!   side, so a client that is gone has its transaction rolled back and its locks released.
 //!
 //! sqlx gives no access to its sockets, so after each new connection this borrows every TCP socket
 //! of the process that talks to the database's port (a duplicate through `pidfd_getfd`, which
 //! shares the socket's options) and sets them. Delete this module when sqlx sets them itself.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{io, time::Duration};
 
 /// Silence on a connection before the first keepalive probe.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+#[cfg(target_os = "linux")]
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+#[cfg(target_os = "linux")]
 const KEEPALIVE_PROBES: u32 = 4;
-/// How long a server may leave probes, or data sent to it, unanswered before the connection fails:
-/// the probes' own reckoning (10 s + 4 × 5 s), and the limit for unacknowledged data.
+/// How long a server may leave probes, or data sent to it, unacknowledged before the connection
+/// fails. Once `TCP_USER_TIMEOUT` is set Linux goes by it rather than by the count of probes; the
+/// probes (at 10, 15, 20 and 25 s) make sure something is sent to be acknowledged.
 pub const DEAD_AFTER: Duration = Duration::from_secs(30);
 
 /// Sets the options on every TCP socket of this process whose peer port is `port`; returns how
-/// many sockets were not set already. Other sockets are left untouched.
+/// many sockets lacked some. Other sockets are left untouched. A socket that refuses an option does
+/// not keep the other sockets from theirs: the first refusal is returned once all were tried.
 #[cfg(target_os = "linux")]
 pub fn apply(port: u16) -> io::Result<usize> {
+    use std::net::SocketAddr;
+
     use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open};
 
     let me = pidfd_open(getpid(), PidfdFlags::empty())?;
     let mut set = 0;
+    let mut refused = None;
     for entry in std::fs::read_dir("/proc/self/fd")? {
         let Some(fd) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) else {
             continue;
@@ -50,35 +60,48 @@ pub fn apply(port: u16) -> io::Result<usize> {
             .ok()
             .flatten()
             .and_then(|a| SocketAddr::try_from(a).ok());
-        if peer.is_some_and(|p| p.port() == port) && !is_set(&socket)? {
-            set_options(&socket)?;
-            set += 1;
+        if peer.is_some_and(|p| p.port() == port) {
+            match configure(&socket) {
+                Ok(true) => set += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    refused.get_or_insert(e);
+                }
+            }
         }
     }
-    Ok(set)
+    refused.map_or(Ok(set), Err)
+}
+
+/// Sets what the socket lacks; whether it lacked anything. `TCP_NODELAY` first and on its own: the
+/// scorer's speed depends on it whatever becomes of the rest.
+#[cfg(target_os = "linux")]
+fn configure(socket: &impl std::os::fd::AsFd) -> io::Result<bool> {
+    use rustix::net::sockopt;
+    let mut changed = false;
+    if !sockopt::tcp_nodelay(socket)? {
+        sockopt::set_tcp_nodelay(socket, true)?;
+        changed = true;
+    }
+    if !probes_set(socket)? {
+        sockopt::set_socket_keepalive(socket, true)?;
+        sockopt::set_tcp_keepidle(socket, KEEPALIVE_IDLE)?;
+        sockopt::set_tcp_keepintvl(socket, KEEPALIVE_INTERVAL)?;
+        sockopt::set_tcp_keepcnt(socket, KEEPALIVE_PROBES)?;
+        sockopt::set_tcp_user_timeout(socket, DEAD_AFTER.as_millis() as u32)?;
+        changed = true;
+    }
+    Ok(changed)
 }
 
 #[cfg(target_os = "linux")]
-fn is_set(socket: &impl std::os::fd::AsFd) -> io::Result<bool> {
+fn probes_set(socket: &impl std::os::fd::AsFd) -> io::Result<bool> {
     use rustix::net::sockopt;
-    Ok(sockopt::tcp_nodelay(socket)?
-        && sockopt::socket_keepalive(socket)?
+    Ok(sockopt::socket_keepalive(socket)?
         && sockopt::tcp_keepidle(socket)? == KEEPALIVE_IDLE
         && sockopt::tcp_keepintvl(socket)? == KEEPALIVE_INTERVAL
         && sockopt::tcp_keepcnt(socket)? == KEEPALIVE_PROBES
         && sockopt::tcp_user_timeout(socket)? == DEAD_AFTER.as_millis() as u32)
-}
-
-#[cfg(target_os = "linux")]
-fn set_options(socket: &impl std::os::fd::AsFd) -> io::Result<()> {
-    use rustix::net::sockopt;
-    sockopt::set_tcp_nodelay(socket, true)?;
-    sockopt::set_socket_keepalive(socket, true)?;
-    sockopt::set_tcp_keepidle(socket, KEEPALIVE_IDLE)?;
-    sockopt::set_tcp_keepintvl(socket, KEEPALIVE_INTERVAL)?;
-    sockopt::set_tcp_keepcnt(socket, KEEPALIVE_PROBES)?;
-    sockopt::set_tcp_user_timeout(socket, DEAD_AFTER.as_millis() as u32)?;
-    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -100,7 +123,8 @@ mod tests {
         let other = TcpListener::bind("127.0.0.1:0").expect("socket");
         let to_db = TcpStream::connect(listener.local_addr().expect("socket")).expect("socket");
         let elsewhere = TcpStream::connect(other.local_addr().expect("socket")).expect("socket");
-        assert!(!is_set(&to_db).expect("socket"));
+        assert!(!sockopt::tcp_nodelay(&to_db).expect("socket"));
+        assert!(!probes_set(&to_db).expect("socket"));
 
         let set = apply(listener.local_addr().expect("socket").port()).expect("socket");
 
@@ -111,12 +135,12 @@ mod tests {
             sockopt::tcp_keepidle(&to_db).expect("socket"),
             KEEPALIVE_IDLE
         );
-        let probing = KEEPALIVE_IDLE
+        let last_probe = KEEPALIVE_IDLE
             + sockopt::tcp_keepintvl(&to_db).expect("socket")
-                * sockopt::tcp_keepcnt(&to_db).expect("socket");
-        assert_eq!(
-            probing, DEAD_AFTER,
-            "the probes give up when the user timeout does"
+                * (sockopt::tcp_keepcnt(&to_db).expect("socket") - 1);
+        assert!(
+            last_probe < DEAD_AFTER,
+            "a probe is out when the user timeout comes"
         );
         assert_eq!(sockopt::tcp_user_timeout(&to_db).expect("socket"), 30_000);
         assert!(!sockopt::tcp_nodelay(&elsewhere).expect("socket"));

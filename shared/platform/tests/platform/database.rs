@@ -392,7 +392,7 @@ async fn migrate_waits_for_a_database_that_is_still_starting() {
 }
 
 #[tokio::test]
-async fn pooled_connections_have_nagle_off_and_find_a_server_that_is_gone() {
+async fn pooled_connections_have_nagle_off_and_keepalive_probes_on_both_sides() {
     // Through a proxy of our own, so the scan sees only this test's sockets to that port.
     let test_db = TestDb::empty().await;
     let proxy = TcpProxy::start(postgres_addr(), true).await;
@@ -401,7 +401,19 @@ async fn pooled_connections_have_nagle_off_and_find_a_server_that_is_gone() {
         .replace("127.0.0.1:5432", &proxy.addr().to_string());
     assert!(url.contains(&proxy.addr().to_string()), "{url}");
     let db = database(&url, &[]);
-    let conn = db.acquire().await.expect("connection");
+    let mut conn = db.acquire().await.expect("connection");
+    let server_side: (String, String, String) = sqlx::query_as(
+        "select current_setting('tcp_keepalives_idle'), current_setting('tcp_keepalives_interval'),
+                current_setting('tcp_user_timeout')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("settings");
+    assert_eq!(
+        server_side,
+        ("10".into(), "5".into(), "30000".into()),
+        "the server probes the client too"
+    );
 
     // The pool's socket already has TCP_NODELAY, keepalive probes and a user timeout; a plain
     // socket to the same port has none of them.
