@@ -268,6 +268,20 @@ impl Stage {
             .expect("no panic escapes");
     }
 
+    /// After [`Stage::halt`]: what the server hands another reader now (up to 10 messages, as
+    /// `key:seq`, in order), the stage's namespace removed.
+    async fn handed_back(self) -> Vec<String> {
+        let observer = self.platform.bus.consumer(&SPEC).await.expect("consumer");
+        let back = fetch(&observer, 10)
+            .await
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect();
+        self.platform.close().await;
+        drop_namespace(&self.namespace).await;
+        back
+    }
+
     /// Shuts down and removes what the stage made.
     async fn stop(self, running: JoinHandle<()>) {
         self.halt(running).await;
@@ -515,16 +529,9 @@ async fn at_shutdown_a_held_part_and_what_waits_for_its_key_go_back_in_order() {
     .await;
     stage.halt(running).await;
 
-    let observer = stage.platform.bus.consumer(&SPEC).await.expect("consumer");
-    let back: Vec<String> = fetch(&observer, 10)
-        .await
-        .iter()
-        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-        .collect();
-    assert_eq!(back, ["0:0", "0:1"], "handed back at once, in order");
     assert!(recorder.committed.lock().expect("lock").is_empty());
-    stage.platform.close().await;
-    drop_namespace(&stage.namespace).await;
+    let back = stage.handed_back().await;
+    assert_eq!(back, ["0:0", "0:1"], "handed back at once, in order");
 }
 
 /// Shutting down while a batch is retried in halves, the half in hand finishes and the halves
@@ -553,20 +560,13 @@ async fn at_shutdown_a_retry_in_halves_hands_back_the_rest_in_order() {
         .map(|(_, seq, _)| *seq)
         .collect();
     assert_eq!(committed, [1, 2, 3], "the half in hand finished, no more");
-    let observer = stage.platform.bus.consumer(&SPEC).await.expect("consumer");
-    let back: Vec<String> = fetch(&observer, 10)
-        .await
-        .iter()
-        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-        .filter(|m| m != "0:0")
-        .collect();
+    let mut back = stage.handed_back().await;
+    back.retain(|m| m != "0:0");
     assert_eq!(
         back,
         ["0:4", "0:5", "0:6", "0:7"],
         "handed back at once, in order"
     );
-    stage.platform.close().await;
-    drop_namespace(&stage.namespace).await;
 }
 
 /// A batch that fails once shutdown has begun is not split into new transactions: it goes back
@@ -587,19 +587,12 @@ async fn at_shutdown_a_failed_batch_goes_back_whole() {
     let parts = recorder.parts.lock().expect("lock").clone();
     assert_eq!(parts, [vec![0, 1, 2, 3, 4]], "no half was tried");
     assert!(recorder.committed.lock().expect("lock").is_empty());
-    let observer = stage.platform.bus.consumer(&SPEC).await.expect("consumer");
-    let back: Vec<String> = fetch(&observer, 10)
-        .await
-        .iter()
-        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-        .collect();
+    let back = stage.handed_back().await;
     assert_eq!(
         back,
         ["0:0", "0:1", "0:2", "0:3", "0:4"],
         "handed back whole, in order"
     );
-    stage.platform.close().await;
-    drop_namespace(&stage.namespace).await;
 }
 
 /// A handler that panics must not leave its lane busy for good: the lane goes on with the next
