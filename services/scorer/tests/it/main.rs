@@ -160,6 +160,16 @@ impl Scorer {
             .messages
     }
 
+    /// The scorer's Prometheus exposition.
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&self.pool)
@@ -434,12 +444,7 @@ async fn unreadable_messages_are_dead_lettered_and_healthy_traffic_flows_on() {
         Some("1"),
         "unreadable: not tried again"
     );
-    let metrics = reqwest::get(format!("{}/metrics", scorer.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scorer.metrics().await;
     assert!(
         metrics
             .lines()
@@ -860,6 +865,22 @@ async fn an_event_the_database_refuses_fails_alone_and_the_rest_of_its_batch_is_
             .await
             .expect("count");
     assert_eq!(stored, 4, "the healthy events of the batch are stored");
+    // Counted: dead-lettered once, and failed once a delivery (it failed alone both times; the
+    // batch it first came in, and the half with it, are not counted as failures).
+    let metrics = scorer.metrics().await;
+    let engagement = |name: &str, value: &str| {
+        metrics
+            .lines()
+            .any(|l| l.starts_with(name) && l.contains("scorer_engagement\"") && l.ends_with(value))
+    };
+    assert!(
+        engagement("leadflow_events_dead_lettered_total", " 1"),
+        "{metrics}"
+    );
+    assert!(
+        engagement("leadflow_events_failed_total", " 2"),
+        "{metrics}"
+    );
     scorer.stop().await;
 }
 

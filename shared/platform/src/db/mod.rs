@@ -111,16 +111,9 @@ impl Database {
             loopback::pgssl_env(),
         )
         .application_name(application_name)
-        .options([
-            ("statement_timeout", statement_timeout.as_str()),
-            // The server's side of `sockets`: a client that is gone (its host lost, or a network
-            // split that outlasted the client's own timeout) has its transaction rolled back and
-            // its row locks released within about 30 s, not after the kernel's two hours.
-            ("tcp_keepalives_idle", "10"),
-            ("tcp_keepalives_interval", "5"),
-            ("tcp_keepalives_count", "4"),
-            ("tcp_user_timeout", "30000"),
-        ]);
+        .options(
+            std::iter::once(("statement_timeout", statement_timeout)).chain(sockets::server_side()),
+        );
         let port = connect_options.get_port();
         let pool = PgPoolOptions::new()
             .max_connections(cfg.db_pool_max)

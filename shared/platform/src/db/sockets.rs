@@ -15,8 +15,8 @@
 //!   kernel, so a long statement is not cut short (`DB_STATEMENT_TIMEOUT` bounds those, on the
 //!   server). The exception is a pooler that stops reading while it waits for a server connection
 //!   (PgBouncer with its pool full): a statement too large for the socket buffers then sits unsent,
-//!   and fails after 30 s. The connection's options (`Database::new`) set the same on the server's
-//!   side, so a client that is gone has its transaction rolled back and its locks released.
+//!   and fails after 30 s. [`server_side`] asks the same of the server for each connection, so a
+//!   client that is gone has its transaction rolled back and its locks released.
 //!
 //! sqlx gives no access to its sockets, so after each new connection this borrows every TCP socket
 //! of the process that talks to the database's port (a duplicate through `pidfd_getfd`, which
@@ -26,14 +26,29 @@ use std::{io, time::Duration};
 
 /// Silence on a connection before the first keepalive probe.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
-#[cfg(target_os = "linux")]
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-#[cfg(target_os = "linux")]
 const KEEPALIVE_PROBES: u32 = 4;
 /// How long a server may leave probes, or data sent to it, unacknowledged before the connection
 /// fails. Once `TCP_USER_TIMEOUT` is set Linux goes by it rather than by the count of probes; the
 /// probes (at 10, 15, 20 and 25 s) make sure something is sent to be acknowledged.
 pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+
+/// The same probing asked of the server for its side of a connection, as connection options
+/// (PostgreSQL 12 or later): after a network split the server rolls back the abandoned
+/// transaction and releases its row locks within about [`DEAD_AFTER`], instead of keeping them
+/// for its default two hours, where a retried batch would wait on them until its statement
+/// timeout. On a Unix socket the server ignores them.
+pub fn server_side() -> [(&'static str, String); 4] {
+    [
+        ("tcp_keepalives_idle", KEEPALIVE_IDLE.as_secs().to_string()),
+        (
+            "tcp_keepalives_interval",
+            KEEPALIVE_INTERVAL.as_secs().to_string(),
+        ),
+        ("tcp_keepalives_count", KEEPALIVE_PROBES.to_string()),
+        ("tcp_user_timeout", DEAD_AFTER.as_millis().to_string()),
+    ]
+}
 
 /// Sets the options on every TCP socket of this process whose peer port is `port`; returns how
 /// many sockets lacked some. Other sockets are left untouched. A socket that refuses an option does
