@@ -256,6 +256,22 @@ impl Bus {
         }
     }
 
+    /// A one-shot subscription to the subjects `spec` reads, for a consume loop whose stream has
+    /// gone quiet: it yields the next message published there (a copy, which the loop drops; the
+    /// event itself is pulled from the stream), and the server removes it after that one message.
+    /// Subscribed only while quiet, it costs nothing under load, when every pull finds events.
+    pub async fn doorbell(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<async_nats::Subscriber, async_nats::Error> {
+        let mut bell = self
+            .client
+            .subscribe(self.namespace.subject(spec.filter))
+            .await?;
+        bell.unsubscribe_after(1).await?;
+        Ok(bell)
+    }
+
     /// Lag and redelivery counts of the given consumers, for health and metrics.
     pub async fn consumer_stats(
         &self,

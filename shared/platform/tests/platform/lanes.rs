@@ -8,6 +8,7 @@ use std::{
 };
 
 use async_nats::jetstream::Message;
+use futures::StreamExt as _;
 use leadflow_events::{Namespace, Stream};
 use leadflow_platform::{
     Platform,
@@ -633,6 +634,49 @@ async fn a_lane_whose_handler_panics_goes_on_and_the_events_come_back() {
 /// An idle loop keeps no pull waiting on the server. nats-server 2.9.10 lost a nacked message
 /// whose delay ran out as a waiting pull expired, and left that pull unanswered; a pull that is
 /// answered at once never expires. Events that come after a pause are still taken.
+/// A loop whose stream has gone quiet pulls an event as it is published, not at its next poll:
+/// each event below is published just after a quiet poll, and committed long before the next one.
+#[tokio::test]
+async fn a_quiet_loop_takes_an_event_when_it_is_published_not_at_its_next_poll() {
+    let stage = Stage::start().await;
+    let recorder = Arc::new(Recorder::default());
+    let client = stage.platform.bus.client();
+    // Every pull is a request on this subject, so the test sees when the loop pulls.
+    let mut pulls = client
+        .subscribe(format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+            stage.ns.stream_name(SPEC.stream),
+            stage.ns.name(SPEC.name)
+        ))
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let running = stage.consume(1, &recorder);
+    for seq in 0..2 {
+        // A pull after a long gap is a quiet loop's poll; the next one is `QUIET_POLL` away.
+        let mut last = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while pulls.next().await.is_some() {
+                if last.elapsed() >= consume::QUIET_POLL / 2 {
+                    break;
+                }
+                last = tokio::time::Instant::now();
+            }
+        })
+        .await
+        .expect("the loop goes quiet and polls");
+        stage.publish(0, seq).await;
+        tokio::time::timeout(consume::QUIET_POLL / 2, async {
+            while recorder.committed.lock().expect("lock").len() <= seq as usize {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("committed before the next poll");
+    }
+    stage.stop(running).await;
+}
+
 #[tokio::test]
 async fn an_idle_loop_leaves_no_pull_waiting_on_the_server_and_still_takes_what_comes() {
     let stage = Stage::start().await;
