@@ -20,7 +20,7 @@
 //! long a busy lane's batch takes (a database outage, a slow transaction).
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
     future::Future,
     sync::Arc,
     time::Duration,
@@ -131,17 +131,20 @@ pub async fn run<H: Handler>(
     let name: Arc<str> = platform.bus.namespace().name(spec.name).into();
     let lanes = lanes.max(1);
     let (idle_tx, mut idle_rx) = mpsc::unbounded_channel::<usize>();
+    // When events given back for a later try fall due (nothing rings the doorbell for them).
+    let (due_tx, mut due_rx) = mpsc::unbounded_channel::<Instant>();
     let mut senders = Vec::with_capacity(lanes);
     let mut workers = JoinSet::new();
     for lane in 0..lanes {
         // A part is sent only to an idle lane, so one place is enough.
         let (sender, mut parts) = mpsc::channel::<Part<H::Item>>(1);
         senders.push(sender);
-        let (platform, handler, name, idle) = (
+        let (platform, handler, name, idle, due) = (
             platform.clone(),
             handler.clone(),
             name.clone(),
             idle_tx.clone(),
+            due_tx.clone(),
         );
         workers.spawn(async move {
             while let Some(part) = parts.recv().await {
@@ -150,6 +153,7 @@ pub async fn run<H: Handler>(
                     handler: &*handler,
                     consumer: &name,
                     settings: part.settings,
+                    redeliveries: &due,
                 };
                 let processed = batches.process(part.items, part.messages);
                 // A panic must not leave the lane busy for good: the loop would keep what waits
@@ -182,6 +186,7 @@ pub async fn run<H: Handler>(
     // Set while the stream is quiet: rings with the next event published, so the loop pulls at
     // once instead of at its next poll.
     let mut doorbell: Option<async_nats::Subscriber> = None;
+    let mut wanted = Wanted::default();
     loop {
         // Fetch only for a lane with nothing to do, and only while less than a batch waits: while
         // every lane is busy, events gather in the stream and the next fetch takes them together,
@@ -228,13 +233,14 @@ pub async fn run<H: Handler>(
                         if messages.is_empty() {
                             let quiet = last_events.elapsed() >= QUIET_AFTER;
                             next_fetch = Instant::now() + if quiet { QUIET_POLL } else { BUSY_POLL };
+                            wanted.bound(&mut next_fetch);
                             if quiet && doorbell.is_none() {
                                 match platform.bus.doorbell(&spec).await {
-                                    // Pull once more: an event published before the
-                                    // subscription does not ring it.
+                                    // Pull again: an event published before the subscription
+                                    // does not ring it.
                                     Ok(bell) => {
                                         doorbell = Some(bell);
-                                        next_fetch = Instant::now();
+                                        wanted.at(Instant::now(), &mut next_fetch);
                                     }
                                     Err(e) => tracing::debug!(consumer = %name, error = %e, "no doorbell; polling"),
                                 }
@@ -250,6 +256,7 @@ pub async fn run<H: Handler>(
                             handler: &*handler,
                             consumer: &name,
                             settings: Settings::of(&current),
+                            redeliveries: &due_tx,
                         };
                         batches.queue(&mut lanes, messages, asked).await;
                         lanes.dispatch().await;
@@ -269,13 +276,13 @@ pub async fn run<H: Handler>(
             }
             rung = OptionFuture::from(doorbell.as_mut().map(|bell| bell.next())), if doorbell.is_some() => {
                 doorbell = None;
-                // Rung when the event was published, which may be just before the stream stores
-                // it: a pull that finds nothing yet tries again after `BUSY_POLL`.
+                // Every instance reading the durable hears the bell, and only one gets the event:
+                // the others go back to their quiet polls after the pulls `Wanted` adds.
                 if rung.flatten().is_some() {
-                    last_events = Instant::now();
-                    next_fetch = Instant::now();
+                    wanted.at(Instant::now(), &mut next_fetch);
                 }
             }
+            Some(due) = due_rx.recv() => wanted.at(due, &mut next_fetch),
             () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
                 lanes.keep_in_progress().await;
             }
@@ -297,6 +304,7 @@ pub async fn run<H: Handler>(
             handler: &*handler,
             consumer: &name,
             settings: Settings::of(&consumer),
+            redeliveries: &due_tx,
         };
         batches.queue(&mut lanes, messages, asked).await;
     }
@@ -459,8 +467,37 @@ const BUSY_POLL: Duration = Duration::from_millis(5);
 /// How often the loop pulls while only lanes beyond the steady ones are idle: well within the time
 /// half a batch takes to gather (the scorer's 1,000 events: 100 ms at 10,000 events/s).
 const BACKLOG_POLL: Duration = Duration::from_millis(20);
+/// How often a quiet loop, its doorbell set, pulls anyway.
 pub const QUIET_POLL: Duration = Duration::from_secs(1);
 const QUIET_AFTER: Duration = Duration::from_millis(200);
+
+/// How long after a wanted pull the loop pulls once more: the doorbell rings as an event is
+/// published, a moment before the stream has stored it, and a redelivery's delay starts when the
+/// server reads the nak, a moment after it was sent.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// Pulls wanted at given moments, whatever the polling says: when the doorbell rings, when it is
+/// set (for an event published just before), and when events given back for a later try fall due.
+#[derive(Default)]
+struct Wanted(BTreeSet<Instant>);
+
+impl Wanted {
+    /// A pull at `at` and one more [`SETTLE`] later.
+    fn at(&mut self, at: Instant, next_fetch: &mut Instant) {
+        self.0.insert(at);
+        self.0.insert(at + SETTLE);
+        *next_fetch = (*next_fetch).min(at);
+    }
+
+    /// Brings `next_fetch` forward to the next wanted pull, forgetting those already past.
+    fn bound(&mut self, next_fetch: &mut Instant) {
+        let now = Instant::now();
+        self.0.retain(|at| *at > now);
+        if let Some(first) = self.0.first() {
+            *next_fetch = (*next_fetch).min(*first);
+        }
+    }
+}
 
 /// A pull the server leaves unanswered (a connection lost with it) is given up after this long.
 const PULL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -513,6 +550,8 @@ struct Batches<'a, H> {
     handler: &'a H,
     consumer: &'a str,
     settings: Settings,
+    /// Told when events given back for a later try fall due.
+    redeliveries: &'a mpsc::UnboundedSender<Instant>,
 }
 
 impl<H: Handler> Batches<'_, H> {
@@ -557,9 +596,7 @@ impl<H: Handler> Batches<'_, H> {
             if self.settings.max_deliver > 0 && delivered >= self.settings.max_deliver {
                 self.dead_letter(&message, &error.to_string()).await;
             } else {
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                self.redeliver_after(&message, Duration::from_secs(1)).await;
             }
         }
     }
@@ -662,6 +699,13 @@ impl<H: Handler> Batches<'_, H> {
             .inc_by(messages.len() as u64);
     }
 
+    /// Gives `message` back for another try after `delay`, and has the loop pull when it falls
+    /// due: a redelivery is not published, so it would wait for a quiet loop's next poll.
+    async fn redeliver_after(&self, message: &Message, delay: Duration) {
+        let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+        let _ = self.redeliveries.send(Instant::now() + delay);
+    }
+
     /// Keeps the message on `deadletter.<subject>` with why, then terminates it.
     async fn dead_letter(&self, message: &Message, reason: &str) {
         let ns = self.platform.bus.namespace();
@@ -699,9 +743,7 @@ impl<H: Handler> Batches<'_, H> {
             tracing::warn!(consumer = self.consumer, reason, "message dead-lettered");
         } else {
             // Could not keep it: let JetStream redeliver rather than lose it.
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                .await;
+            self.redeliver_after(message, Duration::from_secs(5)).await;
         }
     }
 }
