@@ -663,13 +663,13 @@ async fn a_quiet_loop_takes_an_event_when_it_is_published_not_at_its_next_poll()
         .await
         .expect("the loop goes quiet and polls");
         stage.publish(0, seq).await;
-        tokio::time::timeout(consume::QUIET_POLL / 2, async {
-            while recorder.committed.lock().expect("lock").len() <= seq as usize {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("committed before the next poll");
+        let published = tokio::time::Instant::now();
+        by(
+            published + consume::QUIET_POLL / 2,
+            "committed before the next poll",
+            || recorder.committed.lock().expect("lock").len() > seq as usize,
+        )
+        .await;
     }
     stage.stop(running).await;
 }
@@ -705,14 +705,24 @@ async fn a_failed_event_is_pulled_again_when_it_falls_due_not_at_the_next_poll()
     recorder
         .committed_reaches(1, "the event that rings the doorbell")
         .await;
-    tokio::time::timeout_at(failed + Duration::from_millis(1500), async {
-        while attempts() < 2 {
+    by(
+        failed + Duration::from_millis(1500),
+        "tried again within half a second of falling due",
+        || attempts() >= 2,
+    )
+    .await;
+    stage.stop(running).await;
+}
+
+/// Waits until `done`, checking every 5 ms, and fails with `what` if `deadline` comes first.
+async fn by(deadline: tokio::time::Instant, what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout_at(deadline, async {
+        while !done() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("tried again within half a second of falling due");
-    stage.stop(running).await;
+    .expect(what);
 }
 
 /// An idle loop keeps no pull waiting on the server. nats-server 2.9.10 lost a nacked message
