@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-30m}
-INTERVAL=${INTERVAL:-60}                 # seconds
+INTERVAL=${INTERVAL:-60}                 # seconds, or 30s, 5m like DURATION
 export RATE=${RATE:-1000}                # tracking events/s
 export CRUD_RATE=${CRUD_RATE:-100}       # CRUD requests/s
 export CONNECTIONS=${CONNECTIONS:-8} CRUD_CONNECTIONS=${CRUD_CONNECTIONS:-8} BATCH=${BATCH:-20}
@@ -65,6 +65,7 @@ p99() { awk '$1 == "99%" {print $2}' "$1"; }
 errors() { grep -E "Non-2xx|Socket errors" "$1" | tr -s ' ' | tr '\n' ' ' || true; }
 
 total=$(seconds "$DURATION")
+INTERVAL=$(seconds "$INTERVAL")
 rounds=$(( (total + INTERVAL - 1) / INTERVAL ))
 echo "soak: $DURATION, tracking $RATE events/s in batches of $BATCH, CRUD $CRUD_RATE requests/s, $LEADS leads"
 printf '%8s %9s %14s %12s %12s  %s\n' elapsed "rss MiB" "tracking p99" "crud p99" "scorer lag" notes
