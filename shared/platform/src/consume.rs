@@ -186,7 +186,7 @@ pub async fn run<H: Handler>(
     // Set while the stream is quiet: rings with the next event published, so the loop pulls at
     // once instead of at its next poll.
     let mut doorbell: Option<async_nats::Subscriber> = None;
-    let mut wanted = Wanted::default();
+    let mut wanted = Wanted::new();
     loop {
         // Fetch only for a lane with nothing to do, and only while less than a batch waits: while
         // every lane is busy, events gather in the stream and the next fetch takes them together,
@@ -204,12 +204,14 @@ pub async fn run<H: Handler>(
                         tracing::debug!(consumer = %name, error = %e, "consumer not ready");
                         next_fetch =
                             Instant::now() + delays.next().unwrap_or(Duration::from_secs(1));
+                        wanted.back_off(next_fetch);
                     }
                 }
             }
             if let Some(current) = &consumer {
                 // What waits never grows past a batch.
                 let room = batch - lanes.waiting.len();
+                wanted.sent(Instant::now());
                 fetching = Some(tokio::spawn(fetch(current.clone(), room, name.clone())));
             }
         }
@@ -266,11 +268,13 @@ pub async fn run<H: Handler>(
                         consumer = None;
                         next_fetch =
                             Instant::now() + delays.next().unwrap_or(Duration::from_secs(1));
+                        wanted.back_off(next_fetch);
                     }
                     Err(e) => {
                         tracing::error!(consumer = %name, error = %e, "the fetch task failed");
                         next_fetch =
                             Instant::now() + delays.next().unwrap_or(Duration::from_secs(1));
+                        wanted.back_off(next_fetch);
                     }
                 }
             }
@@ -471,31 +475,58 @@ const BACKLOG_POLL: Duration = Duration::from_millis(20);
 pub const QUIET_POLL: Duration = Duration::from_secs(1);
 const QUIET_AFTER: Duration = Duration::from_millis(200);
 
-/// How long after a wanted pull the loop pulls once more: the doorbell rings as an event is
-/// published, a moment before the stream has stored it, and a redelivery's delay starts when the
-/// server reads the nak, a moment after it was sent.
-const SETTLE: Duration = Duration::from_millis(20);
+/// When after a wanted pull the loop pulls again, in case the first came too soon: the doorbell
+/// rings as an event is published, a moment before the stream has stored it, and a redelivery's
+/// delay starts when the server reads the nak, a moment after it was sent; on a loaded machine
+/// either moment can stretch.
+const SETTLE: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+];
 
 /// Pulls wanted at given moments, whatever the polling says: when the doorbell rings, when it is
 /// set (for an event published just before), and when events given back for a later try fall due.
-#[derive(Default)]
-struct Wanted(BTreeSet<Instant>);
+/// A wanted moment is served by a pull sent after it, not by one already on its way.
+struct Wanted {
+    at: BTreeSet<Instant>,
+    /// No pull before this, however wanted: the backoff after a failed pull or lookup.
+    not_before: Instant,
+}
 
 impl Wanted {
-    /// A pull at `at` and one more [`SETTLE`] later.
-    fn at(&mut self, at: Instant, next_fetch: &mut Instant) {
-        self.0.insert(at);
-        self.0.insert(at + SETTLE);
-        *next_fetch = (*next_fetch).min(at);
+    fn new() -> Self {
+        Wanted {
+            at: BTreeSet::new(),
+            not_before: Instant::now(),
+        }
     }
 
-    /// Brings `next_fetch` forward to the next wanted pull, forgetting those already past.
-    fn bound(&mut self, next_fetch: &mut Instant) {
-        let now = Instant::now();
-        self.0.retain(|at| *at > now);
-        if let Some(first) = self.0.first() {
-            *next_fetch = (*next_fetch).min(*first);
+    /// A pull at `at`, and again at each of [`SETTLE`] after it.
+    fn at(&mut self, at: Instant, next_fetch: &mut Instant) {
+        self.at.insert(at);
+        self.at.extend(SETTLE.iter().map(|settle| at + *settle));
+        *next_fetch = (*next_fetch).min(at.max(self.not_before));
+    }
+
+    /// A pull goes out `now`: it serves every moment wanted until then.
+    fn sent(&mut self, now: Instant) {
+        while self.at.first().is_some_and(|first| *first <= now) {
+            self.at.pop_first();
         }
+    }
+
+    /// After a pull that found nothing: brings `next_fetch` forward to the next wanted pull (at
+    /// once for one wanted while that pull was on its way).
+    fn bound(&self, next_fetch: &mut Instant) {
+        if let Some(first) = self.at.first() {
+            *next_fetch = (*next_fetch).min((*first).max(self.not_before));
+        }
+    }
+
+    /// Pulls are backed off until `until`.
+    fn back_off(&mut self, until: Instant) {
+        self.not_before = until;
     }
 }
 
@@ -769,6 +800,39 @@ fn is_transient(error: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pull_on_its_way_does_not_serve_a_moment_wanted_after_it_was_sent() {
+        let mut wanted = Wanted::new();
+        let sent = Instant::now();
+        wanted.sent(sent);
+        // A ring while that pull is out: when it comes back empty, the next pull is at once.
+        let rung = sent + Duration::from_millis(3);
+        let mut next_fetch = sent + QUIET_POLL;
+        wanted.at(rung, &mut next_fetch);
+        assert_eq!(next_fetch, rung);
+        let mut after_empty = rung + QUIET_POLL;
+        wanted.bound(&mut after_empty);
+        assert_eq!(after_empty, rung);
+        // A pull sent after it serves it; the settling pulls are still to come, the first next.
+        wanted.sent(rung + Duration::from_millis(1));
+        let mut after_empty = rung + QUIET_POLL;
+        wanted.bound(&mut after_empty);
+        assert_eq!(after_empty, rung + SETTLE[0]);
+        assert_eq!(wanted.at.len(), SETTLE.len());
+    }
+
+    #[test]
+    fn a_wanted_pull_waits_for_a_backoff() {
+        let mut wanted = Wanted::new();
+        let until = Instant::now() + Duration::from_secs(4);
+        wanted.back_off(until);
+        let mut next_fetch = until;
+        wanted.at(Instant::now(), &mut next_fetch);
+        assert_eq!(next_fetch, until);
+        wanted.bound(&mut next_fetch);
+        assert_eq!(next_fetch, until);
+    }
 
     #[test]
     fn free_keys_spread_over_idle_lanes_and_a_busy_lanes_keys_wait() {
