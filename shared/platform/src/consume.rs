@@ -177,7 +177,7 @@ pub async fn run<H: Handler>(
     let mut consumer: Option<PullConsumer> = None;
     // The fetch runs as a task of its own, so that lanes going idle are served while it waits.
     let mut fetching: Option<JoinHandle<Fetched>> = None;
-    let mut next_fetch = Instant::now();
+    let mut pulls = Pulls::new();
     // While only lanes beyond the steady ones are idle, pulls only look for a backlog: at most
     // one per `BACKLOG_POLL`, not one after every pull that brought something.
     let mut backlog_poll = Instant::now();
@@ -186,15 +186,14 @@ pub async fn run<H: Handler>(
     // Set while the stream is quiet: rings with the next event published, so the loop pulls at
     // once instead of at its next poll.
     let mut doorbell: Option<async_nats::Subscriber> = None;
-    let mut wanted = Wanted::new();
     loop {
         // Fetch only for a lane with nothing to do, and only while less than a batch waits: while
         // every lane is busy, events gather in the stream and the next fetch takes them together,
         // so batches grow with the load.
         let earliest = if lanes.steady_idle() {
-            next_fetch
+            pulls.next
         } else {
-            next_fetch.max(backlog_poll)
+            pulls.next.max(backlog_poll)
         };
         if fetching.is_none() && Instant::now() >= earliest && lanes.wants_more() {
             if consumer.is_none() {
@@ -202,16 +201,14 @@ pub async fn run<H: Handler>(
                     Ok(c) => consumer = Some(c),
                     Err(e) => {
                         tracing::debug!(consumer = %name, error = %e, "consumer not ready");
-                        next_fetch =
-                            Instant::now() + delays.next().unwrap_or(Duration::from_secs(1));
-                        wanted.back_off(next_fetch);
+                        pulls.back_off(delays.next().unwrap_or(Duration::from_secs(1)));
                     }
                 }
             }
             if let Some(current) = &consumer {
                 // What waits never grows past a batch.
                 let room = batch - lanes.waiting.len();
-                wanted.sent(Instant::now());
+                pulls.sent(Instant::now());
                 fetching = Some(tokio::spawn(fetch(current.clone(), room, name.clone())));
             }
         }
@@ -234,15 +231,14 @@ pub async fn run<H: Handler>(
                     Ok(Fetched { consumer: current, asked, result: Ok(messages) }) => {
                         if messages.is_empty() {
                             let quiet = last_events.elapsed() >= QUIET_AFTER;
-                            next_fetch = Instant::now() + if quiet { QUIET_POLL } else { BUSY_POLL };
-                            wanted.bound(&mut next_fetch);
+                            pulls.after_empty(Instant::now(), if quiet { QUIET_POLL } else { BUSY_POLL });
                             if quiet && doorbell.is_none() {
                                 match platform.bus.doorbell(&spec).await {
                                     // Pull again: an event published before the subscription
                                     // does not ring it.
                                     Ok(bell) => {
                                         doorbell = Some(bell);
-                                        wanted.at(Instant::now(), &mut next_fetch);
+                                        pulls.want(Instant::now());
                                     }
                                     Err(e) => tracing::debug!(consumer = %name, error = %e, "no doorbell; polling"),
                                 }
@@ -266,27 +262,23 @@ pub async fn run<H: Handler>(
                     Ok(Fetched { result: Err(e), .. }) => {
                         tracing::warn!(consumer = %name, error = %e, "fetching from JetStream failed");
                         consumer = None;
-                        next_fetch =
-                            Instant::now() + delays.next().unwrap_or(Duration::from_secs(1));
-                        wanted.back_off(next_fetch);
+                        pulls.back_off(delays.next().unwrap_or(Duration::from_secs(1)));
                     }
                     Err(e) => {
                         tracing::error!(consumer = %name, error = %e, "the fetch task failed");
-                        next_fetch =
-                            Instant::now() + delays.next().unwrap_or(Duration::from_secs(1));
-                        wanted.back_off(next_fetch);
+                        pulls.back_off(delays.next().unwrap_or(Duration::from_secs(1)));
                     }
                 }
             }
             rung = OptionFuture::from(doorbell.as_mut().map(|bell| bell.next())), if doorbell.is_some() => {
                 doorbell = None;
                 // Every instance reading the durable hears the bell, and only one gets the event:
-                // the others go back to their quiet polls after the pulls `Wanted` adds.
+                // the others go back to their quiet polls after the pulls `Pulls::want` adds.
                 if rung.flatten().is_some() {
-                    wanted.at(Instant::now(), &mut next_fetch);
+                    pulls.want(Instant::now());
                 }
             }
-            Some(due) = due_rx.recv() => wanted.at(due, &mut next_fetch),
+            Some(due) = due_rx.recv() => pulls.want(due),
             () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
                 lanes.keep_in_progress().await;
             }
@@ -465,8 +457,9 @@ fn assign(keys: &[u64], in_flight: &[Option<HashSet<u64>>], usable: usize) -> Ve
 /// How soon the loop pulls again after a pull found nothing: soon while events came a moment ago
 /// (a steady sender's next events are a few milliseconds away), rarely once the stream has been
 /// quiet for a while. A quiet loop is woken by its doorbell ([`crate::bus::Bus::doorbell`]) when
-/// an event is published; its polls only find what no publish announces (a redelivery, or an event
-/// published as the doorbell was set), so an idle consumer costs the server one pull a second.
+/// an event is published, and pulls when events it gave back fall due; its polls only find what
+/// nothing announces (events another instance gave back or left past their ack wait), so an idle
+/// consumer costs the server one pull a second.
 const BUSY_POLL: Duration = Duration::from_millis(5);
 /// How often the loop pulls while only lanes beyond the steady ones are idle: well within the time
 /// half a batch takes to gather (the scorer's 1,000 events: 100 ms at 10,000 events/s).
@@ -485,48 +478,54 @@ const SETTLE: [Duration; 3] = [
     Duration::from_millis(300),
 ];
 
-/// Pulls wanted at given moments, whatever the polling says: when the doorbell rings, when it is
-/// set (for an event published just before), and when events given back for a later try fall due.
+/// When the loop pulls next for a lane with nothing to do: polls, pulls wanted at given moments
+/// whatever the polling says (when the doorbell rings, when it is set, for an event published just
+/// before, and when events given back for a later try fall due), and the backoff after a failure.
 /// A wanted moment is served by a pull sent after it, not by one already on its way.
-struct Wanted {
-    at: BTreeSet<Instant>,
+struct Pulls {
+    next: Instant,
+    wanted: BTreeSet<Instant>,
     /// No pull before this, however wanted: the backoff after a failed pull or lookup.
     not_before: Instant,
 }
 
-impl Wanted {
+impl Pulls {
     fn new() -> Self {
-        Wanted {
-            at: BTreeSet::new(),
-            not_before: Instant::now(),
+        let now = Instant::now();
+        Pulls {
+            next: now,
+            wanted: BTreeSet::new(),
+            not_before: now,
         }
     }
 
     /// A pull at `at`, and again at each of [`SETTLE`] after it.
-    fn at(&mut self, at: Instant, next_fetch: &mut Instant) {
-        self.at.insert(at);
-        self.at.extend(SETTLE.iter().map(|settle| at + *settle));
-        *next_fetch = (*next_fetch).min(at.max(self.not_before));
+    fn want(&mut self, at: Instant) {
+        self.wanted.insert(at);
+        self.wanted.extend(SETTLE.iter().map(|settle| at + *settle));
+        self.next = self.next.min(at.max(self.not_before));
     }
 
     /// A pull goes out `now`: it serves every moment wanted until then.
     fn sent(&mut self, now: Instant) {
-        while self.at.first().is_some_and(|first| *first <= now) {
-            self.at.pop_first();
+        while self.wanted.first().is_some_and(|first| *first <= now) {
+            self.wanted.pop_first();
         }
     }
 
-    /// After a pull that found nothing: brings `next_fetch` forward to the next wanted pull (at
-    /// once for one wanted while that pull was on its way).
-    fn bound(&self, next_fetch: &mut Instant) {
-        if let Some(first) = self.at.first() {
-            *next_fetch = (*next_fetch).min((*first).max(self.not_before));
+    /// A pull that went out found nothing (as of `now`): the next after `poll`, or at the next
+    /// wanted moment if that is sooner (at once for one wanted while that pull was on its way).
+    fn after_empty(&mut self, now: Instant, poll: Duration) {
+        self.next = now + poll;
+        if let Some(first) = self.wanted.first() {
+            self.next = self.next.min((*first).max(self.not_before));
         }
     }
 
-    /// Pulls are backed off until `until`.
-    fn back_off(&mut self, until: Instant) {
-        self.not_before = until;
+    /// A pull or lookup failed: none for `delay`, however wanted.
+    fn back_off(&mut self, delay: Duration) {
+        self.next = Instant::now() + delay;
+        self.not_before = self.next;
     }
 }
 
@@ -803,35 +802,32 @@ mod tests {
 
     #[test]
     fn a_pull_on_its_way_does_not_serve_a_moment_wanted_after_it_was_sent() {
-        let mut wanted = Wanted::new();
+        let mut pulls = Pulls::new();
         let sent = Instant::now();
-        wanted.sent(sent);
-        // A ring while that pull is out: when it comes back empty, the next pull is at once.
+        pulls.sent(sent);
+        pulls.after_empty(sent, QUIET_POLL);
+        // A ring while the next pull is out: when it comes back empty, the next pull is at once.
         let rung = sent + Duration::from_millis(3);
-        let mut next_fetch = sent + QUIET_POLL;
-        wanted.at(rung, &mut next_fetch);
-        assert_eq!(next_fetch, rung);
-        let mut after_empty = rung + QUIET_POLL;
-        wanted.bound(&mut after_empty);
-        assert_eq!(after_empty, rung);
+        pulls.want(rung);
+        assert_eq!(pulls.next, rung);
+        pulls.after_empty(rung, QUIET_POLL);
+        assert_eq!(pulls.next, rung);
         // A pull sent after it serves it; the settling pulls are still to come, the first next.
-        wanted.sent(rung + Duration::from_millis(1));
-        let mut after_empty = rung + QUIET_POLL;
-        wanted.bound(&mut after_empty);
-        assert_eq!(after_empty, rung + SETTLE[0]);
-        assert_eq!(wanted.at.len(), SETTLE.len());
+        pulls.sent(rung + Duration::from_millis(1));
+        pulls.after_empty(rung, QUIET_POLL);
+        assert_eq!(pulls.next, rung + SETTLE[0]);
+        assert_eq!(pulls.wanted.len(), SETTLE.len());
     }
 
     #[test]
     fn a_wanted_pull_waits_for_a_backoff() {
-        let mut wanted = Wanted::new();
-        let until = Instant::now() + Duration::from_secs(4);
-        wanted.back_off(until);
-        let mut next_fetch = until;
-        wanted.at(Instant::now(), &mut next_fetch);
-        assert_eq!(next_fetch, until);
-        wanted.bound(&mut next_fetch);
-        assert_eq!(next_fetch, until);
+        let mut pulls = Pulls::new();
+        pulls.back_off(Duration::from_secs(4));
+        let until = pulls.next;
+        pulls.want(Instant::now());
+        assert_eq!(pulls.next, until);
+        pulls.after_empty(Instant::now(), 10 * QUIET_POLL);
+        assert_eq!(pulls.next, until);
     }
 
     #[test]
