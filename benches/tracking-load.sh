@@ -14,6 +14,9 @@
 #   PACED_ONLY=1 benches/tracking-load.sh    # the paced runs alone, on fresh leads: nearly every
 #                                             # event moves a score (after the flat-out runs most
 #                                             # leads' signals are at their caps)
+#   BARE=1 benches/tracking-load.sh          # the same load on the bare pipeline #4 names as its
+#                                             # yardstick (examples/bare_pipeline.rs) instead of
+#                                             # leadflow: run both, and compare on the same machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +35,7 @@ export GATEWAY_ADDR=127.0.0.1:18180 SCORER_ADDR=127.0.0.1:18181 NOTIFIER_ADDR=12
 G=http://$GATEWAY_ADDR S=http://$SCORER_ADDR
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-cargo build --release --locked -p leadflow -p leadflow-gateway -p leadflow-scorer --bins --example drop_streams >&2
+cargo build --release --locked -p leadflow -p leadflow-gateway -p leadflow-scorer --bins --example drop_streams --example bare_pipeline >&2
 work=$(mktemp -d)
 cleanup() {
   [ -n "${up_pid:-}" ] && kill "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null || true
@@ -48,28 +51,43 @@ trap cleanup EXIT
 target/release/examples/drop_streams "$LEADFLOW_NAMESPACE"
 
 psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
-target/release/leadflow migrate >/dev/null
-psql "$DATABASE_URL" -qc "insert into leads (first_name, email) select 'Lead', 'l' || i || '@example.com' from generate_series(1, $LEADS) i"
-psql "$DATABASE_URL" -qc "analyze leads"
-psql "$DATABASE_URL" -tAc "select id from leads" > "$work/ids"
-target/release/leadflow admin create --email bench@example.com --password bench-password-123 >/dev/null
-# Health (and so the drain check below) refreshes consumer lag every 500 ms.
-export JWT_SECRET=$(head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n') RUST_LOG=warn LEADFLOW_STATE_DIR="$work" HEALTH_PROBE_INTERVAL=500ms
-if [ -n "${DRAIN_ONLY:-}" ]; then
-  target/release/gateway >"$work/up.log" 2>&1 &
+if [ -n "${BARE:-}" ]; then
+  [ -z "${DRAIN_ONLY:-}" ] || { echo "BARE and DRAIN_ONLY do not go together" >&2; exit 1; }
+  psql "$PG/postgres" -qc "create database $DB"
+  psql "$DATABASE_URL" -tAc "select gen_random_uuid() from generate_series(1, $LEADS)" > "$work/ids"
+  target/release/examples/bare_pipeline >"$work/up.log" 2>&1 &
+  up_pid=$!
+  # One process serves the tracking routes and the scorer's metrics.
+  S=$G
+  until curl -sf "$G/readyz" >/dev/null; do
+    kill -0 "$up_pid" 2>/dev/null || { cat "$work/up.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  export WRITE_KEY=unused LEAD_IDS="$work/ids"
 else
-  target/release/leadflow up >"$work/up.log" 2>&1 &
+  target/release/leadflow migrate >/dev/null
+  psql "$DATABASE_URL" -qc "insert into leads (first_name, email) select 'Lead', 'l' || i || '@example.com' from generate_series(1, $LEADS) i"
+  psql "$DATABASE_URL" -qc "analyze leads"
+  psql "$DATABASE_URL" -tAc "select id from leads" > "$work/ids"
+  target/release/leadflow admin create --email bench@example.com --password bench-password-123 >/dev/null
+  # Health (and so the drain check below) refreshes consumer lag every 500 ms.
+  export JWT_SECRET=$(head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n') RUST_LOG=warn LEADFLOW_STATE_DIR="$work" HEALTH_PROBE_INTERVAL=500ms
+  if [ -n "${DRAIN_ONLY:-}" ]; then
+    target/release/gateway >"$work/up.log" 2>&1 &
+  else
+    target/release/leadflow up >"$work/up.log" 2>&1 &
+  fi
+  up_pid=$!
+  for _ in $(seq 1 100); do
+    curl -sf "$G/readyz" >/dev/null && { [ -n "${DRAIN_ONLY:-}" ] || curl -sf "$S/readyz" >/dev/null; } && break
+    sleep 0.2
+  done
+  TOKEN=$(curl -sf "$G/api/auth/login" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","password":"bench-password-123"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  WRITE_KEY=$(curl -sf "$G/api/tracking-keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  export WRITE_KEY LEAD_IDS="$work/ids"
 fi
-up_pid=$!
-for _ in $(seq 1 100); do
-  curl -sf "$G/readyz" >/dev/null && { [ -n "${DRAIN_ONLY:-}" ] || curl -sf "$S/readyz" >/dev/null; } && break
-  sleep 0.2
-done
-TOKEN=$(curl -sf "$G/api/auth/login" -H 'content-type: application/json' \
-  -d '{"email":"bench@example.com","password":"bench-password-123"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-WRITE_KEY=$(curl -sf "$G/api/tracking-keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-  -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-export WRITE_KEY LEAD_IDS="$work/ids"
 
 # Events stored since $1 (epoch seconds), and how many seconds after it the last of them was: its
 # transaction's start (`received_at`), not the moment the drain check below noticed, which polls
