@@ -35,6 +35,7 @@ export GATEWAY_ADDR=127.0.0.1:18180 SCORER_ADDR=127.0.0.1:18181 NOTIFIER_ADDR=12
 G=http://$GATEWAY_ADDR S=http://$SCORER_ADDR
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+[ -z "${BARE:-}" ] || [ -z "${DRAIN_ONLY:-}" ] || { echo "BARE and DRAIN_ONLY do not go together" >&2; exit 1; }
 cargo build --release --locked -p leadflow -p leadflow-gateway -p leadflow-scorer --bins --example drop_streams --example bare_pipeline >&2
 work=$(mktemp -d)
 cleanup() {
@@ -52,7 +53,6 @@ target/release/examples/drop_streams "$LEADFLOW_NAMESPACE"
 
 psql "$PG/postgres" -qc "drop database if exists $DB with (force)" >/dev/null
 if [ -n "${BARE:-}" ]; then
-  [ -z "${DRAIN_ONLY:-}" ] || { echo "BARE and DRAIN_ONLY do not go together" >&2; exit 1; }
   psql "$PG/postgres" -qc "create database $DB"
   psql "$DATABASE_URL" -tAc "select gen_random_uuid() from generate_series(1, $LEADS)" > "$work/ids"
   target/release/examples/bare_pipeline >"$work/up.log" 2>&1 &

@@ -1,21 +1,24 @@
 //! The yardstick #4 names: a bare axum → JetStream → batched-upsert pipeline, with none of
 //! leadflow's logic, run by `BARE=1 benches/tracking-load.sh` in place of `leadflow up` so both
 //! are measured with the same load, on the same machine, by the same script. The machine's speed
-//! moves by half from one day to the next (docs/benchmarks.md); the ratio between the two moves
-//! far less, and says how much of the machine leadflow's own work takes.
+//! differs as much as two to one between days (docs/benchmarks.md); the ratio between the two
+//! moves far less, and says how much of the machine leadflow's own work takes.
 //!
 //! What it keeps of the real pipeline, so the comparison is of logic and not of shortcuts:
 //! publish acks awaited before answering (a batch's in flight together), a `Nats-Msg-Id` on each
-//! event, a file-storage stream, a durable pull consumer with explicit acks after commit, events
-//! inserted once per id and a per-lead running score carried forward with decay, in one
-//! transaction per fetched batch, leads sorted so concurrent batches cannot deadlock. What it
-//! leaves out: write keys, validation, bots, identity, the scoring model, history, insights,
-//! the outbox, notifications and everything about failure.
+//! event, a file-storage stream, a durable pull consumer read by two tasks (the scorer's two
+//! lanes) in fetches of up to the scorer's `BATCH`, explicit acks after commit, events inserted
+//! once per id and each lead's running score carried forward with decay for newly stored events
+//! only, in one transaction per batch, leads in id order so the two tasks' batches cannot
+//! deadlock. What it leaves out: write keys, validation beyond what a subject needs, bots,
+//! identity, the scoring model, history, insights, the outbox, notifications and everything about
+//! failure (a batch that fails is left unacked, for redelivery after the ack wait).
 //!
 //! It serves `POST /t/events`, `GET /t/pixel.gif`, `/readyz` and `/metrics` on `GATEWAY_ADDR`,
-//! with the scorer's metric names the script reads. Environment: `NATS_URL`, `DATABASE_URL` (a
-//! scratch database: it creates its two tables), `LEADFLOW_NAMESPACE` (its stream is that
-//! namespace's engagement stream, so `drop_streams` removes it).
+//! with the metrics the script reads under the scorer's names, labels and buckets. Environment:
+//! `NATS_URL`, `DATABASE_URL` (a scratch database: it creates its two tables),
+//! `LEADFLOW_NAMESPACE` (its stream is that namespace's engagement stream, so `drop_streams`
+//! removes it).
 
 use std::{
     future::IntoFuture as _,
@@ -36,17 +39,15 @@ use axum::{
 };
 use futures::{StreamExt as _, future::try_join_all};
 use leadflow_events::{Namespace, Stream};
-use prometheus::{Encoder as _, Histogram, HistogramOpts, IntGauge, Registry, TextEncoder};
+use leadflow_platform::metrics::Metrics;
+use prometheus::{Encoder as _, Histogram, HistogramOpts, TextEncoder};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-/// The scorer's event-to-score buckets (services/scorer/src/worker.rs), so the script reads both
-/// pipelines' quantiles to the same bounds.
-const BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-const FETCH: usize = 500;
+/// The label the script's drain check and batch histogram look for.
+const CONSUMER: &str = "scorer_engagement";
+/// The scorer's default `SCORE_HALF_LIFE`, 14 days.
 const HALF_LIFE_SECONDS: f64 = 14.0 * 24.0 * 3600.0;
 const GIF: &[u8] = &[
     0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -58,11 +59,8 @@ struct Bare {
     jetstream: jetstream::Context,
     namespace: Namespace,
     consumer: jetstream::consumer::Consumer<pull::Config>,
-    registry: Registry,
+    metrics: Metrics,
     event_to_score: Histogram,
-    batch_duration: Histogram,
-    pending: IntGauge,
-    ack_pending: IntGauge,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -83,13 +81,22 @@ fn micros_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// The type becomes a subject token: `.`, `*`, `>` or a space would change the subject.
+fn subject_token(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 impl Bare {
     async fn publish(
         &self,
         kind: &str,
         lead_id: Option<Uuid>,
         data: Option<&RawValue>,
-    ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+    ) -> anyhow::Result<jetstream::context::PublishAckFuture> {
         let event = Event {
             id: Uuid::now_v7(),
             kind,
@@ -99,14 +106,15 @@ impl Bare {
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.id.to_string().as_str());
-        let body = serde_json::to_vec(&event).unwrap_or_default();
-        self.jetstream
+        let body = serde_json::to_vec(&event)?;
+        Ok(self
+            .jetstream
             .publish_with_headers(
                 self.namespace.subject(&format!("engagement.{kind}")),
                 headers,
                 body.into(),
             )
-            .await
+            .await?)
     }
 }
 
@@ -130,6 +138,10 @@ async fn post_events(State(bare): State<Arc<Bare>>, body: Bytes) -> Response {
         Ok(posted) => posted,
         Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
     };
+    if let Some(bad) = posted.events.iter().find(|e| !subject_token(e.kind)) {
+        let detail = format!("type {:?}: lower-case letters, digits and _ only", bad.kind);
+        return (StatusCode::BAD_REQUEST, detail).into_response();
+    }
     let mut acks = Vec::with_capacity(posted.events.len());
     for event in &posted.events {
         match bare
@@ -156,9 +168,12 @@ struct Pixel {
     e: Option<String>,
 }
 
+/// The GIF whatever happens, as leadflow's pixel answers.
 async fn pixel(State(bare): State<Arc<Bare>>, Query(pixel): Query<Pixel>) -> Response {
     let kind = pixel.e.as_deref().unwrap_or("email_open");
-    if let Ok(ack) = bare.publish(kind, pixel.lead, None).await {
+    if subject_token(kind)
+        && let Ok(ack) = bare.publish(kind, pixel.lead, None).await
+    {
         let _ = ack.await;
     }
     (
@@ -171,29 +186,34 @@ async fn pixel(State(bare): State<Arc<Bare>>, Query(pixel): Query<Pixel>) -> Res
         .into_response()
 }
 
-async fn metrics(State(bare): State<Arc<Bare>>) -> Response {
+/// The lag gauges are read from the server at each scrape. Until a first reading they are absent,
+/// and after a failed one the answer is 503: the script's drain check takes neither for "drained".
+async fn serve_metrics(State(bare): State<Arc<Bare>>) -> Response {
     let mut consumer = bare.consumer.clone();
-    if let Ok(info) = consumer.info().await {
-        bare.pending
-            .set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
-        bare.ack_pending
-            .set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
-    }
+    let info = match consumer.info().await {
+        Ok(info) => info,
+        Err(err) => return (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+    };
+    let gauge = |vec: &prometheus::IntGaugeVec, value: usize| {
+        vec.with_label_values(&[CONSUMER])
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    };
+    gauge(&bare.metrics.consumer_pending, info.num_pending as usize);
+    gauge(&bare.metrics.consumer_ack_pending, info.num_ack_pending);
     let mut text = Vec::new();
-    match TextEncoder::new().encode(&bare.registry.gather(), &mut text) {
+    match TextEncoder::new().encode(&bare.metrics.registry().gather(), &mut text) {
         Ok(()) => text.into_response(),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
     }
 }
 
-/// One fetched batch: its events inserted once per id, each lead's running score carried forward
-/// and increased, in one transaction; acked after the commit.
+/// One fetched batch: its events inserted once per id and, for those newly stored, each lead's
+/// running score carried forward and increased, in one transaction; acked after the commit.
 async fn store(
     pool: &sqlx::PgPool,
     bare: &Bare,
     messages: Vec<jetstream::Message>,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
     let mut ids = Vec::with_capacity(messages.len());
     let mut leads = Vec::with_capacity(messages.len());
     let mut kinds = Vec::with_capacity(messages.len());
@@ -207,43 +227,31 @@ async fn store(
         data.push(event.data.map_or("{}", RawValue::get).to_owned());
         times.push(event.at);
     }
-    let mut totals: Vec<(Uuid, i32)> = Vec::new();
-    let mut sorted: Vec<Uuid> = leads.iter().flatten().copied().collect();
-    sorted.sort_unstable();
-    for lead in sorted {
-        match totals.last_mut() {
-            Some((last, count)) if *last == lead => *count += 1,
-            _ => totals.push((lead, 1)),
-        }
-    }
-    let (total_leads, counts): (Vec<Uuid>, Vec<i32>) = totals.into_iter().unzip();
 
+    let started = Instant::now();
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "insert into lead_engagement_events (event_id, lead_id, event_type, properties, occurred_at)
-         select id, lead, kind, props::jsonb, timestamptz 'epoch' + at * interval '1 microsecond'
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[]) as t(id, lead, kind, props, at)
-         on conflict (event_id) do nothing",
+        "with stored as (
+             insert into lead_engagement_events (event_id, lead_id, event_type, properties, occurred_at)
+             select id, lead, kind, props::jsonb, timestamptz 'epoch' + at * interval '1 microsecond'
+             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[]) as t(id, lead, kind, props, at)
+             on conflict (event_id) do nothing
+             returning lead_id)
+         insert into lead_totals (lead_id, score, events, updated_at)
+         select lead_id, count(*), count(*), now() from stored
+         where lead_id is not null group by lead_id order by lead_id
+         on conflict (lead_id) do update
+         set score = lead_totals.score
+                     * power(2, -extract(epoch from now() - lead_totals.updated_at)::float8 / $6)
+                     + excluded.score,
+             events = lead_totals.events + excluded.events,
+             updated_at = now()",
     )
     .bind(&ids)
     .bind(&leads)
     .bind(&kinds)
     .bind(&data)
     .bind(&times)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "insert into lead_totals (lead_id, score, events, updated_at)
-         select lead, n, n, now() from unnest($1::uuid[], $2::int4[]) as t(lead, n)
-         on conflict (lead_id) do update
-         set score = lead_totals.score
-                     * power(2, -extract(epoch from now() - lead_totals.updated_at)::float8 / $3)
-                     + excluded.score,
-             events = lead_totals.events + excluded.events,
-             updated_at = now()",
-    )
-    .bind(&total_leads)
-    .bind(&counts)
     .bind(HALF_LIFE_SECONDS)
     .execute(&mut *tx)
     .await?;
@@ -259,23 +267,37 @@ async fn store(
             .await
             .map_err(|err| anyhow::anyhow!("ack: {err}"))?;
     }
-    bare.batch_duration.observe(started.elapsed().as_secs_f64());
+    bare.metrics
+        .batch_duration
+        .with_label_values(&[CONSUMER])
+        .observe(started.elapsed().as_secs_f64());
     Ok(())
 }
 
+/// One of the two consuming tasks: takes what has arrived, up to a fetch, and stores it.
 async fn consume(pool: sqlx::PgPool, bare: Arc<Bare>) -> anyhow::Result<()> {
+    let batch = leadflow_scorer::worker::BATCH;
     let mut batches = bare
         .consumer
         .stream()
-        .max_messages_per_batch(FETCH)
+        .max_messages_per_batch(batch)
         .messages()
         .await?
-        .ready_chunks(FETCH);
-    while let Some(batch) = batches.next().await {
-        let messages = batch.into_iter().filter_map(Result::ok).collect();
+        .ready_chunks(batch);
+    while let Some(chunk) = batches.next().await {
+        let mut messages = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            match message {
+                Ok(message) => messages.push(message),
+                // Missed heartbeats and the like: the stream carries on.
+                Err(err) => eprintln!("pull: {err}"),
+            }
+        }
+        if messages.is_empty() {
+            continue;
+        }
         if let Err(err) = store(&pool, &bare, messages).await {
-            // Unacked, they come back after the ack wait.
-            eprintln!("batch failed: {err:#}");
+            eprintln!("batch failed, left for redelivery: {err:#}");
         }
     }
     Ok(())
@@ -298,11 +320,14 @@ async fn main() -> anyhow::Result<()> {
     .parse()?;
     let port = options.get_port();
     let pool = sqlx::postgres::PgPoolOptions::new()
+        // One for each consuming task.
         .max_connections(2)
         // As leadflow's pools do (its sockets module), or every batch waits for a delayed ACK.
         .after_connect(move |_, _| {
             Box::pin(async move {
-                let _ = leadflow_platform::db::sockets::apply(port);
+                if let Err(err) = leadflow_platform::db::sockets::apply(port) {
+                    eprintln!("could not set TCP options on database connections: {err}");
+                }
                 Ok(())
             })
         })
@@ -339,54 +364,47 @@ async fn main() -> anyhow::Result<()> {
             pull::Config {
                 durable_name: Some("bare".to_owned()),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                // As leadflow's durables: no limit on messages awaiting their ack.
                 max_ack_pending: -1,
                 ..Default::default()
             },
         )
         .await?;
 
-    let registry = Registry::new_custom(Some("leadflow".to_owned()), None)?;
-    let histogram = |name: &str| -> anyhow::Result<Histogram> {
-        let opts = HistogramOpts::new(name, name).buckets(BUCKETS.to_vec());
-        let opts = if name == "consumer_batch_duration_seconds" {
-            opts.const_label("consumer", "scorer_engagement")
-        } else {
-            opts
-        };
-        let histogram = Histogram::with_opts(opts)?;
-        registry.register(Box::new(histogram.clone()))?;
-        Ok(histogram)
-    };
-    let gauge = |name: &str| -> anyhow::Result<IntGauge> {
-        let gauge = IntGauge::with_opts(
-            prometheus::Opts::new(name, name).const_label("consumer", "scorer_engagement"),
-        )?;
-        registry.register(Box::new(gauge.clone()))?;
-        Ok(gauge)
-    };
+    let metrics = Metrics::new("bare")?;
+    let event_to_score = Histogram::with_opts(
+        HistogramOpts::new(
+            "event_to_score_seconds",
+            "From an event's publishing to its commit.",
+        )
+        .buckets(leadflow_scorer::worker::EVENT_TO_SCORE_BUCKETS.to_vec()),
+    )?;
+    metrics
+        .registry()
+        .register(Box::new(event_to_score.clone()))?;
     let bare = Arc::new(Bare {
-        event_to_score: histogram("event_to_score_seconds")?,
-        batch_duration: histogram("consumer_batch_duration_seconds")?,
-        pending: gauge("consumer_pending_messages")?,
-        ack_pending: gauge("consumer_ack_pending_messages")?,
-        registry,
         jetstream,
         namespace,
         consumer,
+        metrics,
+        event_to_score,
     });
 
-    let consumer = tokio::spawn(consume(pool, bare.clone()));
+    let mut consumers = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        consumers.spawn(consume(pool.clone(), bare.clone()));
+    }
     let app = Router::new()
         .route("/t/events", post(post_events))
         .route("/t/pixel.gif", get(pixel))
         .route("/readyz", get(|| async { "ready" }))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(serve_metrics))
         .with_state(bare);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("bare pipeline on http://{addr}");
     tokio::select! {
         served = axum::serve(listener, app).into_future() => served?,
-        consumed = consumer => consumed??,
+        Some(consumed) = consumers.join_next() => consumed??,
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())

@@ -42,6 +42,12 @@ pub fn key_of(event: &Envelope) -> u64 {
     h.finish()
 }
 
+/// The event-to-score histogram's bounds, in seconds: fine up to 100 ms, around the 50 ms p99 the
+/// pipeline aims for, so a quantile read from the buckets says which side of it the tail lies.
+pub const EVENT_TO_SCORE_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// The event-to-score latency histogram, registered with the service's metrics.
 pub fn latency_histogram(platform: &Platform) -> anyhow::Result<Histogram> {
     let histogram = Histogram::with_opts(
@@ -49,12 +55,7 @@ pub fn latency_histogram(platform: &Platform) -> anyhow::Result<Histogram> {
             "event_to_score_seconds",
             "From an engagement event's time to its lead's new score being committed.",
         )
-        // Fine up to 100 ms, around the 50 ms p99 the pipeline aims for, so a quantile read from
-        // the buckets says which side of it the tail lies.
-        .buckets(vec![
-            0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0,
-        ]),
+        .buckets(EVENT_TO_SCORE_BUCKETS.to_vec()),
     )?;
     platform
         .metrics
