@@ -16,7 +16,7 @@ use bytes::Bytes;
 use leadflow_events::{Namespace, Stream};
 use serde::Serialize;
 
-use crate::config::{NatsConfig, redact_nats_url};
+use crate::config::{NatsConfig, NatsCredentials, nats_credentials, nats_servers, redact_nats_url};
 
 /// A durable pull consumer a service reads from. Names and filters are logical: the namespace is
 /// added when it is created.
@@ -63,7 +63,14 @@ impl Bus {
     ) -> Result<Self, async_nats::ConnectError> {
         let redacted = redact_nats_url(&config.nats_url);
         let service = client_name.to_owned();
-        let client = async_nats::ConnectOptions::new()
+        let options = match nats_credentials(&config.nats_url) {
+            Some(NatsCredentials::UserPassword { user, password }) => {
+                async_nats::ConnectOptions::with_user_and_password(user, password)
+            }
+            Some(NatsCredentials::Token(token)) => async_nats::ConnectOptions::with_token(token),
+            None => async_nats::ConnectOptions::new(),
+        };
+        let client = options
             .name(client_name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -85,11 +92,22 @@ impl Bus {
                         async_nats::Event::Disconnected => {
                             tracing::warn!(%service, %url, "NATS disconnected")
                         }
+                        // The server's word on something it refused, such as a subscription its
+                        // permissions deny. Nothing else reports it: a refused subscription simply
+                        // never receives (a consume loop's doorbell then stays silent, and the loop
+                        // falls back to its slow poll).
+                        async_nats::Event::ServerError(error) => {
+                            tracing::warn!(%service, %url, %error, "NATS server error")
+                        }
+                        // Messages this client dropped because a subscription fell behind.
+                        async_nats::Event::SlowConsumer(subscription) => {
+                            tracing::warn!(%service, %url, subscription, "NATS slow consumer: messages dropped")
+                        }
                         other => tracing::debug!(%service, %url, event = %other, "NATS event"),
                     }
                 }
             })
-            .connect(config.nats_url.as_str())
+            .connect(nats_servers(&config.nats_url).as_str())
             .await?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(config.nats_ack_timeout);

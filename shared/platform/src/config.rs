@@ -340,6 +340,16 @@ impl fmt::Display for DatabaseUrl {
 
 /// Removes any `user:password@` from a NATS URL list before it is shown.
 pub fn redact_nats_url(raw: &str) -> String {
+    map_nats_urls(raw, |_| "<unparseable>".to_owned())
+}
+
+/// The NATS URL list without credentials, for the client: it takes them as options
+/// ([`nats_credentials`]), and what it is given as servers it may log.
+pub fn nats_servers(raw: &str) -> String {
+    map_nats_urls(raw, str::to_owned)
+}
+
+fn map_nats_urls(raw: &str, unparseable: impl Fn(&str) -> String) -> String {
     raw.split(',')
         .map(|part| match Url::parse(part.trim()) {
             Ok(mut url) if url.password().is_some() || !url.username().is_empty() => {
@@ -348,10 +358,49 @@ pub fn redact_nats_url(raw: &str) -> String {
                 url.to_string()
             }
             Ok(url) => url.to_string(),
-            Err(_) => "<unparseable>".to_owned(),
+            Err(_) => unparseable(part.trim()),
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Credentials written into a NATS URL: `nats://user:password@host` or `nats://token@host`.
+#[derive(PartialEq, Eq)]
+pub enum NatsCredentials {
+    UserPassword { user: String, password: String },
+    Token(String),
+}
+
+impl fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UserPassword { user, .. } => write!(f, "UserPassword({user}, <redacted>)"),
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// The credentials of the first URL in the list that has any, percent-decoded. async-nats reads
+/// none from the URL itself (0.51 sends only those set as options), so without this a server
+/// requiring them refuses every connection as an authorization violation.
+pub fn nats_credentials(raw: &str) -> Option<NatsCredentials> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    raw.split(',')
+        .filter_map(|part| Url::parse(part.trim()).ok())
+        .find_map(|url| match url.password() {
+            Some(password) => Some(NatsCredentials::UserPassword {
+                user: decode(url.username()),
+                password: decode(password),
+            }),
+            None if !url.username().is_empty() => {
+                Some(NatsCredentials::Token(decode(url.username())))
+            }
+            None => None,
+        })
 }
 
 #[cfg(test)]
@@ -420,6 +469,28 @@ mod tests {
         let mut cfg = PlatformConfig::try_from_args::<_, &str>([]).expect("defaults");
         cfg.nats.nats_url = "nats://svc:natsp4ss@nats:4222".into();
         assert!(!format!("{cfg:?}").contains("natsp4ss"));
+    }
+
+    #[test]
+    fn nats_credentials_are_taken_from_the_first_url_that_has_them_and_decoded() {
+        assert_eq!(
+            nats_credentials("nats://a:4222, nats://svc:p%40ss%2Fw0rd@b:4222"),
+            Some(NatsCredentials::UserPassword {
+                user: "svc".into(),
+                password: "p@ss/w0rd".into()
+            })
+        );
+        assert_eq!(
+            nats_credentials("nats://s3cr3t-t0ken@a:4222"),
+            Some(NatsCredentials::Token("s3cr3t-t0ken".into()))
+        );
+        assert_eq!(nats_credentials("nats://a:4222,nats://b:4222"), None);
+        assert_eq!(
+            nats_servers("nats://svc:pw@a:4222, nats://b:4222,c:4222"),
+            "nats://a:4222,nats://b:4222,c:4222"
+        );
+        let shown = format!("{:?}", nats_credentials("nats://svc:pw@a:4222"));
+        assert!(!shown.contains("pw"), "{shown}");
     }
 
     #[test]

@@ -248,3 +248,142 @@ async fn a_pull_is_answered_however_many_messages_are_unacknowledged() {
     bus.close().await;
     drop_namespace(&namespace).await;
 }
+
+/// A `nats-server` of the test's own, from a configuration file, killed when dropped.
+struct ConfiguredServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl ConfiguredServer {
+    fn start(config: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("leadflow-nats-{}", unique_namespace()));
+        std::fs::create_dir_all(&dir).expect("server directory");
+        let file = dir.join("nats.conf");
+        std::fs::write(&file, config).expect("server configuration");
+        // Debian installs it in /usr/sbin, which is not on every user's PATH.
+        let binary = ["/usr/sbin/nats-server", "nats-server"]
+            .into_iter()
+            .find(|b| std::path::Path::new(b).exists())
+            .unwrap_or("nats-server");
+        let child = std::process::Command::new(binary)
+            .arg("-c")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server starts (Debian package nats-server)");
+        Self { child, dir }
+    }
+}
+
+impl Drop for ConfiguredServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the test's tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Against a server that requires them, credentials written into `NATS_URL` authenticate: the
+/// client library reads none from the URL, and until they were passed as options every
+/// connection was refused as an authorization violation. They stay out of the log, even the
+/// client library's debug lines. And a subscription the server's permissions refuse, reported by
+/// nothing but the server's error event, is a warning naming the subject: a consume loop's
+/// doorbell is such a subscription, and refused it never rings, leaving the loop to its slow poll.
+#[tokio::test]
+async fn credentials_in_the_url_authenticate_unlogged_and_a_refused_subscription_is_a_warning() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let password = "s3cret-pass-for-this-test";
+    let _server = ConfiguredServer::start(&format!(
+        r#"listen: "127.0.0.1:{port}"
+authorization {{
+  users = [
+    {{ user: "scorer", password: "{password}", permissions: {{ subscribe: {{ deny: ["*.engagement.>"] }} }} }}
+  ]
+}}
+"#
+    ));
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    // The test's runtime has one thread, so the client's own tasks log here too.
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    let namespace = unique_namespace();
+    let cfg = config(
+        "postgres://postgres@127.0.0.1:5432/unused",
+        &format!("nats://scorer:{password}@127.0.0.1:{port}"),
+        &namespace,
+        &[],
+    );
+    let bus = Bus::connect(&cfg.nats, "permissions-test")
+        .await
+        .expect("connect");
+    leadflow_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the client to connect to the test's server",
+        || async {
+            (bus.client().connection_state() == async_nats::connection::State::Connected)
+                .then_some(())
+        },
+    )
+    .await;
+    let _bell = bus
+        .doorbell(&WHOLE_STREAM)
+        .await
+        .expect("the client takes the subscription; the server refuses it");
+    let refused = leadflow_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the refusal in the log",
+        || async {
+            captured
+                .text()
+                .lines()
+                // The service's own line, not the client library's.
+                .find(|l| {
+                    l.contains("leadflow_platform")
+                        && l.to_lowercase().contains("permissions violation")
+                })
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(refused.contains("WARN"), "{refused}");
+    assert!(
+        refused.contains(&format!("{namespace}.engagement.>")),
+        "names the subject: {refused}"
+    );
+    assert!(
+        !captured.text().contains(password),
+        "no credentials in the log: {}",
+        captured.text()
+    );
+}
