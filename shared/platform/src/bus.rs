@@ -1,7 +1,10 @@
 //! NATS and JetStream: a connection that reconnects by itself, idempotent stream and durable
 //! consumer setup, and publishing that waits for JetStream's acknowledgement.
 
-use std::{sync::RwLock, time::Duration};
+use std::{
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
 
 use async_nats::{
     connection::State,
@@ -55,6 +58,24 @@ pub struct Bus {
     setup_error: RwLock<Option<String>>,
 }
 
+/// Counts events that come one at a time, and says when to tell of them: at the first, and then
+/// at most once a minute, with how many came since.
+#[derive(Default)]
+struct Tally(Mutex<(u64, Option<Instant>)>);
+
+impl Tally {
+    fn add_one(&self) -> Option<u64> {
+        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (count, told) = &mut *guard;
+        *count += 1;
+        if told.is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+            return None;
+        }
+        *told = Some(Instant::now());
+        Some(std::mem::take(count))
+    }
+}
+
 impl Bus {
     /// Returns at once even when NATS is down: the client connects, and reconnects, in the background.
     pub async fn connect(
@@ -63,6 +84,7 @@ impl Bus {
     ) -> Result<Self, async_nats::ConnectError> {
         let redacted = redact_nats_url(&config.nats_url);
         let service = client_name.to_owned();
+        let dropped = Arc::new(Tally::default());
         let options = match nats_credentials(&config.nats_url) {
             Some(NatsCredentials::UserPassword { user, password }) => {
                 async_nats::ConnectOptions::with_user_and_password(user, password)
@@ -84,6 +106,7 @@ impl Bus {
             .event_callback(move |event| {
                 let url = redacted.clone();
                 let service = service.clone();
+                let dropped = dropped.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
@@ -99,15 +122,18 @@ impl Bus {
                         async_nats::Event::ServerError(error) => {
                             tracing::warn!(%service, %url, %error, "NATS server error")
                         }
-                        // Messages this client dropped because a subscription fell behind.
+                        // Messages this client dropped because a subscription fell behind. The
+                        // client reports each one, so a burst is told once a minute.
                         async_nats::Event::SlowConsumer(subscription) => {
-                            tracing::warn!(%service, %url, subscription, "NATS slow consumer: messages dropped")
+                            if let Some(count) = dropped.add_one() {
+                                tracing::warn!(%service, %url, subscription, dropped = count, "NATS slow consumer: messages dropped");
+                            }
                         }
                         other => tracing::debug!(%service, %url, event = %other, "NATS event"),
                     }
                 }
             })
-            .connect(nats_servers(&config.nats_url).as_str())
+            .connect(nats_servers(&config.nats_url))
             .await?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(config.nats_ack_timeout);
@@ -349,5 +375,19 @@ pub fn stream_of(logical_subject: &str) -> &'static str {
         "engagement" => Stream::Engagement.base_name(),
         "deadletter" => Stream::DeadLetter.base_name(),
         _ => Stream::Domain.base_name(),
+    }
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use super::Tally;
+
+    #[test]
+    fn a_tally_tells_the_first_event_and_then_holds_the_rest() {
+        let tally = Tally::default();
+        assert_eq!(tally.add_one(), Some(1));
+        assert_eq!(tally.add_one(), None);
+        assert_eq!(tally.add_one(), None);
+        assert_eq!(tally.0.lock().expect("tally").0, 2, "counted while held");
     }
 }

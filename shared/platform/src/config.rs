@@ -340,28 +340,44 @@ impl fmt::Display for DatabaseUrl {
 
 /// Removes any `user:password@` from a NATS URL list before it is shown.
 pub fn redact_nats_url(raw: &str) -> String {
-    map_nats_urls(raw, |_| "<unparseable>".to_owned())
-}
-
-/// The NATS URL list without credentials, for the client: it takes them as options
-/// ([`nats_credentials`]), and what it is given as servers it may log.
-pub fn nats_servers(raw: &str) -> String {
-    map_nats_urls(raw, str::to_owned)
-}
-
-fn map_nats_urls(raw: &str, unparseable: impl Fn(&str) -> String) -> String {
-    raw.split(',')
-        .map(|part| match Url::parse(part.trim()) {
-            Ok(mut url) if url.password().is_some() || !url.username().is_empty() => {
-                let _ = url.set_password(None);
-                let _ = url.set_username("");
-                url.to_string()
-            }
-            Ok(url) => url.to_string(),
-            Err(_) => unparseable(part.trim()),
+    nats_url_parts(raw)
+        .map(|part| match parse_nats_url(part) {
+            Some(url) => without_credentials(url),
+            None => "<unparseable>".to_owned(),
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The servers of a NATS URL list, without credentials, for the client: it takes those as
+/// options ([`nats_credentials`]), and it logs the servers it is given. A list, because the
+/// client reads a single string as one URL, and a comma-separated one does not parse.
+pub fn nats_servers(raw: &str) -> Vec<String> {
+    nats_url_parts(raw)
+        .map(|part| parse_nats_url(part).map_or_else(|| part.to_owned(), without_credentials))
+        .collect()
+}
+
+fn nats_url_parts(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+}
+
+/// As the client reads a server: `nats://` when no scheme is given, so that in `user:pw@host`
+/// the user is not taken for a scheme.
+fn parse_nats_url(part: &str) -> Option<Url> {
+    if part.contains("://") {
+        Url::parse(part).ok()
+    } else {
+        Url::parse(&format!("nats://{part}")).ok()
+    }
+}
+
+fn without_credentials(mut url: Url) -> String {
+    let _ = url.set_password(None);
+    let _ = url.set_username("");
+    url.to_string()
 }
 
 /// Credentials written into a NATS URL: `nats://user:password@host` or `nats://token@host`.
@@ -380,17 +396,18 @@ impl fmt::Debug for NatsCredentials {
     }
 }
 
-/// The credentials of the first URL in the list that has any, percent-decoded. async-nats reads
-/// none from the URL itself (0.51 sends only those set as options), so without this a server
-/// requiring them refuses every connection as an authorization violation.
+/// The credentials of the first URL in the list that has any, percent-decoded, for every server
+/// (the client holds one set). async-nats reads none from the URL itself (0.51 sends only those
+/// set as options), so without this a server requiring them refuses every connection as an
+/// authorization violation.
 pub fn nats_credentials(raw: &str) -> Option<NatsCredentials> {
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
             .decode_utf8_lossy()
             .into_owned()
     };
-    raw.split(',')
-        .filter_map(|part| Url::parse(part.trim()).ok())
+    nats_url_parts(raw)
+        .filter_map(parse_nats_url)
         .find_map(|url| match url.password() {
             Some(password) => Some(NatsCredentials::UserPassword {
                 user: decode(url.username()),
@@ -486,8 +503,21 @@ mod tests {
         );
         assert_eq!(nats_credentials("nats://a:4222,nats://b:4222"), None);
         assert_eq!(
-            nats_servers("nats://svc:pw@a:4222, nats://b:4222,c:4222"),
-            "nats://a:4222,nats://b:4222,c:4222"
+            nats_servers("nats://svc:pw@a:4222, nats://b:4222,c:4222,"),
+            ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+        // Without a scheme, as the client reads it: the user is not a scheme.
+        assert_eq!(
+            nats_credentials("svc:pw@a:4222"),
+            Some(NatsCredentials::UserPassword {
+                user: "svc".into(),
+                password: "pw".into()
+            })
+        );
+        assert_eq!(nats_servers("svc:pw@a:4222"), ["nats://a:4222"]);
+        assert_eq!(
+            redact_nats_url("svc:pw@a:4222,b:4222"),
+            "nats://a:4222,nats://b:4222"
         );
         let shown = format!("{:?}", nats_credentials("nats://svc:pw@a:4222"));
         assert!(!shown.contains("pw"), "{shown}");
