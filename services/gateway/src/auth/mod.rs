@@ -268,7 +268,9 @@ async fn refresh(
         return Err(ApiError::Unauthorized("Unknown refresh token."));
     };
     if revoked_at.is_some() {
-        sqlx::query("update refresh_tokens set revoked_at = coalesce(revoked_at, now()) where family_id = $1")
+        // Only the tokens still live: a rotated one keeps the moment it was revoked, and is not
+        // written (nor locked, which the expired-token sweep may be holding) again.
+        sqlx::query("update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null")
             .bind(family)
             .execute(&mut *tx)
             .await?;
@@ -333,10 +335,13 @@ async fn logout(
 ) -> ApiResult<StatusCode> {
     let hash = tokens::hash_token(body.refresh_token.trim());
     let mut tx = state.begin().await?;
+    // As on reuse, only the family's live tokens are written. A sign-out of a family already ended
+    // still answers 204.
     let user: Option<Uuid> = sqlx::query_scalar(
-        "update refresh_tokens set revoked_at = coalesce(revoked_at, now())
-         where family_id = (select family_id from refresh_tokens where token_hash = $1)
-         returning user_id",
+        "with token as (select family_id, user_id from refresh_tokens where token_hash = $1),
+              ended as (update refresh_tokens set revoked_at = now()
+                        where family_id = (select family_id from token) and revoked_at is null)
+         select user_id from token",
     )
     .bind(&hash)
     .fetch_optional(&mut *tx)

@@ -179,6 +179,99 @@ async fn logout_revokes_the_refresh_token() {
     app.stop().await;
 }
 
+/// Ending a sign-in (sign-out, or a replayed token) writes only the family's live tokens: a
+/// rotated token keeps the moment it was revoked and is not written, nor locked, again. Before,
+/// every token of the family was rewritten each time, and a long-lived sign-in has one per
+/// access-token lifetime; the expired-token sweep, which deletes old ones, could deadlock with it.
+#[tokio::test]
+async fn ending_a_sign_in_writes_only_its_live_tokens() {
+    let app = TestApp::spawn().await;
+    let user = app.user("manager").await;
+    let rows = |app: &TestApp| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_as::<_, (uuid::Uuid, String, Option<time::OffsetDateTime>)>(
+                "select id, xmin::text, revoked_at from refresh_tokens order by created_at, id",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("tokens")
+        }
+    };
+    let mut latest = user.refresh.clone();
+    for _ in 0..2 {
+        let (status, rotated) = refresh(&app, &latest).await;
+        assert_eq!(status, 200, "{rotated}");
+        latest = rotated["refresh_token"]
+            .as_str()
+            .expect("rotated")
+            .to_owned();
+    }
+    let before = rows(&app).await;
+    assert_eq!(before.len(), 3);
+    assert!(before[2].2.is_none(), "the latest is live");
+
+    let (status, _) = app
+        .call(
+            "POST",
+            "/api/auth/logout",
+            None,
+            Some(json!({"refresh_token": latest})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let after = rows(&app).await;
+    assert_eq!(
+        after[..2],
+        before[..2],
+        "rotated tokens are not written again"
+    );
+    assert!(after[2].2.is_some(), "the live one is revoked");
+    let (status, _) = refresh(&app, &latest).await;
+    assert_eq!(status, 401);
+    let (status, _) = app
+        .call(
+            "POST",
+            "/api/auth/logout",
+            None,
+            Some(json!({"refresh_token": latest})),
+        )
+        .await;
+    assert_eq!(
+        status, 204,
+        "signing out of an ended sign-in still succeeds"
+    );
+    assert_eq!(rows(&app).await, after, "and writes nothing");
+
+    // A replayed token ends the family the same way.
+    let (status, session) = app
+        .call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": user.email, "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let first = session["refresh_token"].as_str().expect("token").to_owned();
+    let (status, rotated) = refresh(&app, &first).await;
+    assert_eq!(status, 200, "{rotated}");
+    let before = rows(&app).await;
+    let (status, _) = refresh(&app, &first).await;
+    assert_eq!(status, 401, "replayed");
+    let after = rows(&app).await;
+    assert_eq!(
+        after[..4],
+        before[..4],
+        "the first sign-in's and the replayed token's rows stay"
+    );
+    assert!(
+        before[4].2.is_none() && after[4].2.is_some(),
+        "the live one is revoked"
+    );
+    app.stop().await;
+}
+
 /// `POST /api/auth/refresh` with `token`.
 async fn refresh(app: &TestApp, token: &str) -> (u16, Value) {
     app.call(
