@@ -92,7 +92,8 @@ pub struct NatsConfig {
         long,
         env = "NATS_URL",
         default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = check_nats_urls
     )]
     pub nats_url: String,
     /// Prefix for stream, consumer and subject names, so deployments can share a NATS server.
@@ -375,9 +376,33 @@ fn parse_nats_url(part: &str) -> Option<Url> {
 }
 
 fn without_credentials(mut url: Url) -> String {
+    // Only a URL without a host refuses these, and `check_nats_urls` lets none through.
     let _ = url.set_password(None);
     let _ = url.set_username("");
     url.to_string()
+}
+
+/// `NATS_URL` at start-up: at least one server, each a `nats://` or `tls://` URL with a host
+/// (the scheme may be left out). The client, handed an empty list, retried it without a pause
+/// and held a core; handed a bad entry, it retried for ever. Errors name the entry by position
+/// only, as it may hold credentials.
+fn check_nats_urls(raw: &str) -> Result<String, String> {
+    let parts: Vec<&str> = nats_url_parts(raw).collect();
+    if parts.is_empty() {
+        return Err("names no server; give one or more, comma-separated".into());
+    }
+    for (i, part) in parts.iter().enumerate() {
+        let fits = parse_nats_url(part)
+            .is_some_and(|url| url.has_host() && matches!(url.scheme(), "nats" | "tls"));
+        if !fits {
+            return Err(format!(
+                "entry {} of {} is not a NATS server URL (nats://host:4222 or tls://host:4222)",
+                i + 1,
+                parts.len()
+            ));
+        }
+    }
+    Ok(raw.to_owned())
 }
 
 /// Credentials written into a NATS URL: `nats://user:password@host` or `nats://token@host`.
@@ -521,6 +546,32 @@ mod tests {
         );
         let shown = format!("{:?}", nats_credentials("nats://svc:pw@a:4222"));
         assert!(!shown.contains("pw"), "{shown}");
+    }
+
+    #[test]
+    fn a_nats_url_list_must_name_servers_and_its_errors_show_no_credentials() {
+        for good in [
+            "nats://127.0.0.1:4222",
+            "nats://a:4222, tls://b:4222,c:4222",
+            "svc:pw@nats-0:4222",
+        ] {
+            assert!(check_nats_urls(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            " , ",
+            "http://a:4222",
+            "nats://svc:s3cret@",
+            "nats://a:4222,::1",
+        ] {
+            let error = check_nats_urls(bad).expect_err(bad);
+            assert!(!error.contains("s3cret"), "{error}");
+        }
+        assert!(PlatformConfig::try_from_args(["--nats-url", "nats://a:4222"]).is_ok());
+        assert!(
+            PlatformConfig::try_from_args(["--nats-url", ""]).is_err(),
+            "refused at start-up"
+        );
     }
 
     #[test]
