@@ -211,14 +211,7 @@ async fn ending_a_sign_in_writes_only_its_live_tokens() {
     assert_eq!(before.len(), 3);
     assert!(before[2].2.is_none(), "the latest is live");
 
-    let (status, _) = app
-        .call(
-            "POST",
-            "/api/auth/logout",
-            None,
-            Some(json!({"refresh_token": latest})),
-        )
-        .await;
+    let (status, _) = logout(&app, &latest).await;
     assert_eq!(status, 204);
     let after = rows(&app).await;
     assert_eq!(
@@ -229,14 +222,7 @@ async fn ending_a_sign_in_writes_only_its_live_tokens() {
     assert!(after[2].2.is_some(), "the live one is revoked");
     let (status, _) = refresh(&app, &latest).await;
     assert_eq!(status, 401);
-    let (status, _) = app
-        .call(
-            "POST",
-            "/api/auth/logout",
-            None,
-            Some(json!({"refresh_token": latest})),
-        )
-        .await;
+    let (status, _) = logout(&app, &latest).await;
     assert_eq!(
         status, 204,
         "signing out of an ended sign-in still succeeds"
@@ -244,14 +230,7 @@ async fn ending_a_sign_in_writes_only_its_live_tokens() {
     assert_eq!(rows(&app).await, after, "and writes nothing");
 
     // A replayed token ends the family the same way.
-    let (status, session) = app
-        .call(
-            "POST",
-            "/api/auth/login",
-            None,
-            Some(json!({"email": user.email, "password": PASSWORD})),
-        )
-        .await;
+    let (status, session) = login(&app, &user.email).await;
     assert_eq!(status, 200, "{session}");
     let first = session["refresh_token"].as_str().expect("token").to_owned();
     let (status, rotated) = refresh(&app, &first).await;
@@ -270,6 +249,28 @@ async fn ending_a_sign_in_writes_only_its_live_tokens() {
         "the live one is revoked"
     );
     app.stop().await;
+}
+
+/// `POST /api/auth/login` with the test users' password.
+async fn login(app: &TestApp, email: &str) -> (u16, Value) {
+    app.call(
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({ "email": email, "password": PASSWORD })),
+    )
+    .await
+}
+
+/// `POST /api/auth/logout` with `token`.
+async fn logout(app: &TestApp, token: &str) -> (u16, Value) {
+    app.call(
+        "POST",
+        "/api/auth/logout",
+        None,
+        Some(json!({ "refresh_token": token })),
+    )
+    .await
 }
 
 /// `POST /api/auth/refresh` with `token`.
@@ -668,14 +669,7 @@ async fn guessing_one_accounts_password_is_rate_limited_and_the_owner_gets_in_af
     }
     let retry_after = limited.expect("429 within 10 tries");
     assert!((1..=4).contains(&retry_after), "{retry_after}");
-    let (status, _) = app
-        .call(
-            "POST",
-            "/api/auth/login",
-            None,
-            Some(json!({"email": user.email, "password": PASSWORD})),
-        )
-        .await;
+    let (status, _) = login(&app, &user.email).await;
     assert_eq!(status, 429, "even the right password waits out the window");
     assert!(
         app.count("select count(*) from audit_log where details->>'outcome' = 'rate_limited'")
@@ -684,14 +678,7 @@ async fn guessing_one_accounts_password_is_rate_limited_and_the_owner_gets_in_af
     );
 
     tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(300)).await;
-    let (status, _) = app
-        .call(
-            "POST",
-            "/api/auth/login",
-            None,
-            Some(json!({"email": user.email, "password": PASSWORD})),
-        )
-        .await;
+    let (status, _) = login(&app, &user.email).await;
     assert_eq!(status, 200);
     app.stop().await;
 }
