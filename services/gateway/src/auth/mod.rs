@@ -268,12 +268,7 @@ async fn refresh(
         return Err(ApiError::Unauthorized("Unknown refresh token."));
     };
     if revoked_at.is_some() {
-        // Only the tokens still live: a rotated one keeps the moment it was revoked, and is not
-        // written (nor locked, which the expired-token sweep may be holding) again.
-        sqlx::query("update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null")
-            .bind(family)
-            .execute(&mut *tx)
-            .await?;
+        end_family(&mut tx, family).await?;
         audit::record(
             &mut tx,
             &meta,
@@ -324,6 +319,30 @@ async fn refresh(
     Ok(Json(session))
 }
 
+/// Revokes the sign-in's live tokens (sign-out, or a refresh token used twice).
+///
+/// Two statements, because one would miss a token being made: a refresh of the live token in
+/// flight holds its lock and has inserted its successor, which the update's snapshot, taken
+/// before that refresh commits, cannot see. Locking the live tokens first waits that refresh out,
+/// and the update then starts from a snapshot that has the successor. Only live tokens are
+/// touched: a rotated one keeps the moment it was revoked and is neither written nor locked
+/// again (the expired-token sweep may hold it).
+async fn end_family(tx: &mut sqlx::PgConnection, family: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "select id from refresh_tokens where family_id = $1 and revoked_at is null order by id for update",
+    )
+    .bind(family)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null",
+    )
+    .bind(family)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Sign out: the refresh token, every token rotated from the same login, and the access tokens
 /// issued to that login stop working.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest,
@@ -335,20 +354,16 @@ async fn logout(
 ) -> ApiResult<StatusCode> {
     let hash = tokens::hash_token(body.refresh_token.trim());
     let mut tx = state.begin().await?;
-    // As on reuse, only the family's live tokens are written. A sign-out of a family already ended
-    // still answers 204.
-    let user: Option<Uuid> = sqlx::query_scalar(
-        "with token as (select family_id, user_id from refresh_tokens where token_hash = $1),
-              ended as (update refresh_tokens set revoked_at = now()
-                        where family_id = (select family_id from token) and revoked_at is null)
-         select user_id from token",
-    )
-    .bind(&hash)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(user) = user else {
+    let token: Option<(Uuid, Uuid)> =
+        sqlx::query_as("select user_id, family_id from refresh_tokens where token_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((user, family)) = token else {
         return Err(ApiError::Unauthorized("Unknown refresh token."));
     };
+    // A sign-in already ended still answers 204.
+    end_family(&mut tx, family).await?;
     audit::record(
         &mut tx,
         &meta,

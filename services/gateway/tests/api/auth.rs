@@ -251,6 +251,68 @@ async fn ending_a_sign_in_writes_only_its_live_tokens() {
     app.stop().await;
 }
 
+/// A sign-out that meets a refresh of the same sign-in in flight waits for it, and ends the token
+/// that refresh makes too. In one statement the update's snapshot, taken before the refresh
+/// committed, did not see the new token, which stayed live after a sign-out answered 204.
+#[tokio::test]
+async fn a_sign_out_during_a_refresh_also_ends_the_token_the_refresh_makes() {
+    let app = TestApp::spawn().await;
+    let user = app.user("manager").await;
+    // A refresh in flight, as `refresh` makes it: the token locked, its successor inserted, the
+    // token revoked, not yet committed.
+    let mut refreshing = app.pool.begin().await.expect("begin");
+    let (token, family): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+        "select id, family_id from refresh_tokens where user_id = $1 and revoked_at is null for update",
+    )
+    .bind(user.id)
+    .fetch_one(&mut *refreshing)
+    .await
+    .expect("the live token");
+    let successor: uuid::Uuid = sqlx::query_scalar(
+        "insert into refresh_tokens (user_id, token_hash, family_id, expires_at)
+         values ($1, sha256(gen_random_uuid()::text::bytea), $2, now() + interval '1 day') returning id",
+    )
+    .bind(user.id)
+    .bind(family)
+    .fetch_one(&mut *refreshing)
+    .await
+    .expect("successor");
+    sqlx::query("update refresh_tokens set revoked_at = now(), replaced_by = $2 where id = $1")
+        .bind(token)
+        .bind(successor)
+        .execute(&mut *refreshing)
+        .await
+        .expect("rotate");
+
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("activity")
+    };
+    let ((status, _), ()) = tokio::join!(logout(&app, &user.refresh), async {
+        leadflow_testkit::eventually(
+            Duration::from_secs(10),
+            "the sign-out to wait for the refresh",
+            || async { (waiting().await > 0).then_some(()) },
+        )
+        .await;
+        refreshing.commit().await.expect("the refresh commits");
+    });
+    assert_eq!(status, 204);
+    let ended: Option<time::OffsetDateTime> =
+        sqlx::query_scalar("select revoked_at from refresh_tokens where id = $1")
+            .bind(successor)
+            .fetch_one(&app.pool)
+            .await
+            .expect("successor");
+    assert!(ended.is_some(), "the token the refresh made is ended too");
+    app.stop().await;
+}
+
 /// `POST /api/auth/login` with the test users' password.
 async fn login(app: &TestApp, email: &str) -> (u16, Value) {
     app.call(
