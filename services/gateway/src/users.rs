@@ -302,12 +302,7 @@ async fn update_user(
     .fetch_one(&mut *tx)
     .await?;
     if ends_sessions {
-        sqlx::query(
-            "update refresh_tokens set revoked_at = now() where user_id = $1 and revoked_at is null",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        crate::auth::end_sessions(&mut tx, crate::auth::Sessions::OfUser(id)).await?;
     }
     audit::change(
         &mut tx,

@@ -126,7 +126,7 @@ impl Bus {
                         // client reports each one, so a burst is told once a minute.
                         async_nats::Event::SlowConsumer(subscription) => {
                             if let Some(count) = dropped.add_one() {
-                                tracing::warn!(%service, %url, subscription, dropped = count, "NATS slow consumer: messages dropped");
+                                tracing::warn!(%service, %url, subscription, reported = count, "NATS slow consumer: messages dropped");
                             }
                         }
                         other => tracing::debug!(%service, %url, event = %other, "NATS event"),

@@ -93,7 +93,7 @@ pub struct NatsConfig {
         env = "NATS_URL",
         default_value = "nats://127.0.0.1:4222",
         hide_env_values = true,
-        value_parser = check_nats_urls
+        value_parser = clap::builder::TypedValueParser::map(SecretParser::<NatsUrlList>::new("NATS_URL"), |list: NatsUrlList| list.0)
     )]
     pub nats_url: String,
     /// Prefix for stream, consumer and subject names, so deployments can share a NATS server.
@@ -285,11 +285,12 @@ impl DatabaseUrl {
     }
 }
 
+/// A URL's user or password as written before encoding. Not form decoding: there `+` is a space,
+/// and a password with a `+` in it came out wrong.
 fn percent_decode(raw: &str) -> String {
-    url::form_urlencoded::parse(format!("p={raw}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| raw.to_owned())
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 impl FromStr for DatabaseUrl {
@@ -382,10 +383,21 @@ fn without_credentials(mut url: Url) -> String {
     url.to_string()
 }
 
-/// `NATS_URL` at start-up: at least one server, each a `nats://` or `tls://` URL with a host
-/// (the scheme may be left out). The client, handed an empty list, retried it without a pause
-/// and held a core; handed a bad entry, it retried for ever. Errors name the entry by position
-/// only, as it may hold credentials.
+/// `NATS_URL` as checked at start-up: at least one server, each a `nats://` or `tls://` URL with a
+/// host (the scheme may be left out). The client, handed an empty list, retried it without a
+/// pause and held a core; handed a bad entry, it retried for ever. Read through [`SecretParser`],
+/// and its errors name an entry by position only, as it may hold credentials.
+#[derive(Clone)]
+struct NatsUrlList(String);
+
+impl FromStr for NatsUrlList {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        check_nats_urls(raw).map(Self)
+    }
+}
+
 fn check_nats_urls(raw: &str) -> Result<String, String> {
     let parts: Vec<&str> = nats_url_parts(raw).collect();
     if parts.is_empty() {
@@ -426,20 +438,15 @@ impl fmt::Debug for NatsCredentials {
 /// set as options), so without this a server requiring them refuses every connection as an
 /// authorization violation.
 pub fn nats_credentials(raw: &str) -> Option<NatsCredentials> {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
     nats_url_parts(raw)
         .filter_map(parse_nats_url)
         .find_map(|url| match url.password() {
             Some(password) => Some(NatsCredentials::UserPassword {
-                user: decode(url.username()),
-                password: decode(password),
+                user: percent_decode(url.username()),
+                password: percent_decode(password),
             }),
             None if !url.username().is_empty() => {
-                Some(NatsCredentials::Token(decode(url.username())))
+                Some(NatsCredentials::Token(percent_decode(url.username())))
             }
             None => None,
         })
@@ -471,6 +478,14 @@ mod tests {
 
         let err = PlatformConfig::try_from_args(["--db-pool-max", "lots"]).expect_err("rejected");
         assert!(err.to_string().contains("DB_POOL_MAX"), "{err}");
+    }
+
+    #[test]
+    fn a_database_password_is_percent_decoded_not_form_decoded() {
+        let url: DatabaseUrl = "postgres://svc:a+b%2Bc%40d@db:5432/leadflow"
+            .parse()
+            .expect("url");
+        assert_eq!(url.password().as_deref(), Some("a+b+c@d"));
     }
 
     #[test]
@@ -572,6 +587,13 @@ mod tests {
             PlatformConfig::try_from_args(["--nats-url", ""]).is_err(),
             "refused at start-up"
         );
+        // clap's own message quotes a rejected value unless the parser says otherwise.
+        let refused =
+            PlatformConfig::try_from_args(["--nats-url", "nats://svc:s3cret@a:4222,http://b"])
+                .expect_err("refused")
+                .to_string();
+        assert!(refused.contains("NATS_URL"), "{refused}");
+        assert!(!refused.contains("s3cret"), "{refused}");
     }
 
     #[test]

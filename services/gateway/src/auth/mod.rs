@@ -268,7 +268,7 @@ async fn refresh(
         return Err(ApiError::Unauthorized("Unknown refresh token."));
     };
     if revoked_at.is_some() {
-        end_family(&mut tx, family).await?;
+        end_sessions(&mut tx, Sessions::OfFamily(family)).await?;
         audit::record(
             &mut tx,
             &meta,
@@ -319,27 +319,41 @@ async fn refresh(
     Ok(Json(session))
 }
 
-/// Revokes the sign-in's live tokens (sign-out, or a refresh token used twice).
+/// Whose sign-ins [`end_sessions`] ends.
+#[derive(Clone, Copy)]
+pub(crate) enum Sessions {
+    /// One sign-in: a sign-out, or a refresh token used twice.
+    OfFamily(Uuid),
+    /// Every sign-in of a user: a password reset, a role change, a deactivation.
+    OfUser(Uuid),
+}
+
+/// Revokes the live refresh tokens of `sessions`.
 ///
-/// Two statements, because one would miss a token being made: a refresh of the live token in
+/// Two statements, because one would miss a token being made: a refresh of a live token in
 /// flight holds its lock and has inserted its successor, which the update's snapshot, taken
 /// before that refresh commits, cannot see. Locking the live tokens first waits that refresh out,
 /// and the update then starts from a snapshot that has the successor. Only live tokens are
 /// touched: a rotated one keeps the moment it was revoked and is neither written nor locked
 /// again (the expired-token sweep may hold it).
-async fn end_family(tx: &mut sqlx::PgConnection, family: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
-        "select id from refresh_tokens where family_id = $1 and revoked_at is null order by id for update",
-    )
-    .bind(family)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null",
-    )
-    .bind(family)
-    .execute(&mut *tx)
-    .await?;
+pub(crate) async fn end_sessions(
+    tx: &mut sqlx::PgConnection,
+    sessions: Sessions,
+) -> sqlx::Result<()> {
+    let (lock, end, id) = match sessions {
+        Sessions::OfFamily(family) => (
+            "select id from refresh_tokens where family_id = $1 and revoked_at is null order by id for update",
+            "update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null",
+            family,
+        ),
+        Sessions::OfUser(user) => (
+            "select id from refresh_tokens where user_id = $1 and revoked_at is null order by id for update",
+            "update refresh_tokens set revoked_at = now() where user_id = $1 and revoked_at is null",
+            user,
+        ),
+    };
+    sqlx::query(lock).bind(id).execute(&mut *tx).await?;
+    sqlx::query(end).bind(id).execute(&mut *tx).await?;
     Ok(())
 }
 
@@ -363,7 +377,7 @@ async fn logout(
         return Err(ApiError::Unauthorized("Unknown refresh token."));
     };
     // A sign-in already ended still answers 204.
-    end_family(&mut tx, family).await?;
+    end_sessions(&mut tx, Sessions::OfFamily(family)).await?;
     audit::record(
         &mut tx,
         &meta,

@@ -258,13 +258,46 @@ async fn ending_a_sign_in_writes_only_its_live_tokens() {
 async fn a_sign_out_during_a_refresh_also_ends_the_token_the_refresh_makes() {
     let app = TestApp::spawn().await;
     let user = app.user("manager").await;
-    // A refresh in flight, as `refresh` makes it: the token locked, its successor inserted, the
-    // token revoked, not yet committed.
+    let status = during_a_refresh(&app, user.id, logout(&app, &user.refresh)).await;
+    assert_eq!(status, 204);
+    app.stop().await;
+}
+
+/// The same for a password reset, which ends every sign-in of the user: a refresh in flight must
+/// not leave a sign-in that outlives the reset. Here the reset first waits on the user's row,
+/// which the refresh's new token holds (its foreign key), and then on nothing more; the test
+/// keeps that so, whichever lock does it.
+#[tokio::test]
+async fn a_password_reset_during_a_refresh_also_ends_the_token_the_refresh_makes() {
+    let app = TestApp::spawn().await;
+    let admin = app.user("admin").await;
+    let user = app.user("manager").await;
+    let path = format!("/api/users/{}", user.id);
+    let reset = app.call(
+        "PATCH",
+        &path,
+        Some(&admin.token),
+        Some(json!({"password": "a-new-password-for-them"})),
+    );
+    let status = during_a_refresh(&app, user.id, reset).await;
+    assert_eq!(status, 200);
+    app.stop().await;
+}
+
+/// Runs `ending` (a request that ends `user`'s sign-in) while a refresh of that sign-in is in
+/// flight, as `refresh` makes it: the live token locked, its successor inserted, the token revoked,
+/// not yet committed. The refresh commits once `ending` waits on its lock. Asserts the successor
+/// ended too, and returns `ending`'s status.
+async fn during_a_refresh(
+    app: &TestApp,
+    user: uuid::Uuid,
+    ending: impl std::future::Future<Output = (u16, Value)>,
+) -> u16 {
     let mut refreshing = app.pool.begin().await.expect("begin");
     let (token, family): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
         "select id, family_id from refresh_tokens where user_id = $1 and revoked_at is null for update",
     )
-    .bind(user.id)
+    .bind(user)
     .fetch_one(&mut *refreshing)
     .await
     .expect("the live token");
@@ -272,7 +305,7 @@ async fn a_sign_out_during_a_refresh_also_ends_the_token_the_refresh_makes() {
         "insert into refresh_tokens (user_id, token_hash, family_id, expires_at)
          values ($1, sha256(gen_random_uuid()::text::bytea), $2, now() + interval '1 day') returning id",
     )
-    .bind(user.id)
+    .bind(user)
     .bind(family)
     .fetch_one(&mut *refreshing)
     .await
@@ -293,16 +326,15 @@ async fn a_sign_out_during_a_refresh_also_ends_the_token_the_refresh_makes() {
         .await
         .expect("activity")
     };
-    let ((status, _), ()) = tokio::join!(logout(&app, &user.refresh), async {
+    let ((status, _), ()) = tokio::join!(ending, async {
         leadflow_testkit::eventually(
             Duration::from_secs(10),
-            "the sign-out to wait for the refresh",
+            "the request to wait for the refresh",
             || async { (waiting().await > 0).then_some(()) },
         )
         .await;
         refreshing.commit().await.expect("the refresh commits");
     });
-    assert_eq!(status, 204);
     let ended: Option<time::OffsetDateTime> =
         sqlx::query_scalar("select revoked_at from refresh_tokens where id = $1")
             .bind(successor)
@@ -310,7 +342,7 @@ async fn a_sign_out_during_a_refresh_also_ends_the_token_the_refresh_makes() {
             .await
             .expect("successor");
     assert!(ended.is_some(), "the token the refresh made is ended too");
-    app.stop().await;
+    status
 }
 
 /// `POST /api/auth/login` with the test users' password.

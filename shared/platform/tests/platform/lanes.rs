@@ -165,6 +165,14 @@ impl Recorder {
     }
 }
 
+/// The stage's ack wait.
+const ACK_WAIT: Duration = Duration::from_secs(1);
+/// How long to wait for a copy the server would hand out again: an ack wait, a quiet loop's poll
+/// and a margin.
+const LINGER: Duration = ACK_WAIT
+    .saturating_add(consume::QUIET_POLL)
+    .saturating_add(Duration::from_millis(500));
+
 /// A platform on its own database and namespace, with a short ack wait (1 s) so that what is held
 /// outlasts it several times over, and the durable set up.
 struct Stage {
@@ -181,6 +189,7 @@ impl Stage {
         let namespace = unique_namespace();
         let ns = Namespace::parse(&namespace).expect("namespace");
         let cfg = config(&db.url, &nats_url(), &namespace, &["--nats-ack-wait", "1s"]);
+        assert_eq!(cfg.nats.nats_ack_wait, ACK_WAIT);
         let token = CancellationToken::new();
         let platform = Platform::start("test", &cfg, vec![SPEC], token.clone())
             .await
@@ -432,9 +441,8 @@ async fn quick_halvings_keep_the_events_in_progress() {
     let running = stage
         .slow_key_0(&recorder, 8, Duration::from_millis(300), true)
         .await;
-    recorder
-        .each_once_on_first_delivery(1..8, Duration::from_millis(2500))
-        .await;
+    // A copy handed out again after the ack wait is taken at a quiet loop's next poll at the latest.
+    recorder.each_once_on_first_delivery(1..8, LINGER).await;
     stage.stop(running).await;
 }
 
